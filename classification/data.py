@@ -1,0 +1,224 @@
+"""Classification datasets with the thesis splits (spec §4, Table A.1/A.4).
+
+Every dataset is loaded into memory as ``uint8`` images ``[N, 3, H, W]`` plus integer targets, then
+split per seed into
+
+* ``train`` — the train+pool candidates (the AL pool; labelled set and pool are subsets of it),
+* ``val``   — a validation split fully separate from training and pool (the regime labels a
+  subset of it),
+* ``test``  — the official test split, identical for every seed.
+
+Datasets: CIFAR-10, CIFAR-100, CIFAR-10-LT (ρ = 50, Table A.1 counts, balanced validation taken
+before the long tail), Fashion-MNIST and Fashion-MNIST-LT (same ρ = 50 rule; 28×28 padded to 32×32,
+grey replicated to 3 channels).  CIFAR comes from torchvision's python-pickle layout under
+``--data-dir`` (``--download`` fetches it, never silently); Fashion-MNIST from the Debian
+``dataset-fashion-mnist`` package or a torchvision-layout folder.
+"""
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.errors import UserError
+
+DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+# name → (n_classes, normalisation mean, std, long-tailed?)
+_CIFAR10_NORM = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+_CIFAR100_NORM = ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
+_FMNIST_NORM = ((0.2860,) * 3, (0.3530,) * 3)
+
+DATASETS = ("fashion_mnist", "fashion_mnist_lt", "cifar10", "cifar10_lt", "cifar100")
+LT_RHO = 50.0
+
+
+@dataclass
+class ImageData:
+    """In-memory images (uint8 [N, 3, H, W]) and targets (int64 [N])."""
+    images: torch.Tensor
+    targets: np.ndarray
+
+    def __len__(self):
+        return len(self.targets)
+
+    def subset(self, ids) -> "ImageData":
+        ids = np.asarray(ids, dtype=np.int64)
+        return ImageData(self.images[torch.as_tensor(ids)], self.targets[ids])
+
+
+@dataclass
+class Splits:
+    name: str
+    n_classes: int
+    mean: tuple
+    std: tuple
+    train: ImageData
+    val: ImageData
+    test: ImageData
+    imbalanced: bool
+    metric: str = "accuracy"
+    info: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- raw loaders
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    magic = int.from_bytes(data[0:4], "big")
+    ndim = magic & 0xFF
+    if magic >> 8 != 0x08:
+        raise UserError(f"{path} is not an IDX ubyte file")
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _find_fmnist(data_dir: Path | None) -> Path:
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    candidates = []
+    if data_dir is not None:
+        d = Path(data_dir)
+        candidates += [d, d / "FashionMNIST" / "raw", d / "fashion-mnist"]
+    candidates.append(DEBIAN_FMNIST)
+    for c in candidates:
+        if all((c / n).exists() or (c / (n + ".gz")).exists() for n in names):
+            return c
+    where = " or ".join(str(c) for c in candidates)
+    raise UserError(f"Fashion-MNIST not found in {where}: install the Debian package "
+                    f"(apt-get install dataset-fashion-mnist) or put the four *-ubyte(.gz) files in --data-dir")
+
+
+def load_fashion_mnist(data_dir: Path | None) -> tuple[ImageData, ImageData]:
+    root = _find_fmnist(data_dir)
+
+    def get(stem):
+        p = root / stem
+        return _read_idx(p if p.exists() else root / (stem + ".gz"))
+
+    def to_img(x):  # [N, 28, 28] → [N, 3, 32, 32] (zero-pad 2 px, grey → 3 channels)
+        x = np.pad(x, ((0, 0), (2, 2), (2, 2)))
+        return torch.from_numpy(np.ascontiguousarray(np.repeat(x[:, None], 3, axis=1)))
+
+    train = ImageData(to_img(get("train-images-idx3-ubyte")), get("train-labels-idx1-ubyte").astype(np.int64))
+    test = ImageData(to_img(get("t10k-images-idx3-ubyte")), get("t10k-labels-idx1-ubyte").astype(np.int64))
+    return train, test
+
+
+def load_cifar(data_dir: Path | None, n_classes: int, download: bool) -> tuple[ImageData, ImageData]:
+    from torchvision import datasets as tvd
+    cls, folder = (tvd.CIFAR10, "cifar-10-batches-py") if n_classes == 10 else (tvd.CIFAR100, "cifar-100-python")
+    if data_dir is None:
+        raise UserError(f"CIFAR-{n_classes} needs --data-dir DIR containing {folder}/ (torchvision's python "
+                        f"version); add --download to fetch it, or use --dataset fashion_mnist offline")
+    root = Path(data_dir)
+    if not (root / folder).exists() and not download:
+        raise UserError(f"CIFAR-{n_classes} not found: expected {root / folder}/ (torchvision's python version); "
+                        f"pass --download to fetch it (online) or copy it there")
+    try:
+        tr, te = cls(str(root), train=True, download=download), cls(str(root), train=False, download=download)
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
+        raise UserError(f"CIFAR-{n_classes} under {root / folder} is incomplete or corrupted ({e})") from None
+
+    def conv(ds):
+        return ImageData(torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))),
+                         np.asarray(ds.targets, dtype=np.int64))
+    return conv(tr), conv(te)
+
+
+# ----------------------------------------------------------------------------- splits
+
+def lt_counts(max_count: int, n_classes: int, rho: float = LT_RHO) -> np.ndarray:
+    """n_c = floor(max · ρ^(−c/(C−1))): Table A.1 for max = 4500, ρ = 50."""
+    c = np.arange(n_classes)
+    return np.floor(max_count * rho ** (-c / (n_classes - 1)) + 1e-9).astype(np.int64)
+
+
+def split_ids(targets: np.ndarray, n_classes: int, seed: int, long_tail: bool,
+              val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """(train_pool ids, val ids) into the official train split for one seed.
+
+    Balanced datasets: a random ``val_fraction`` of the official train split (CIFAR: 5 000 of 50 000).
+    Long-tailed: a *balanced* validation split of ``val_fraction`` per class is taken first; the long
+    tail (ρ = 50, largest class = the remaining per-class count) is applied to the rest."""
+    rng = np.random.default_rng([int(seed), 0x5B])
+    n = len(targets)
+    if not long_tail:
+        perm = rng.permutation(n)
+        n_val = int(round(val_fraction * n))
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    per_class = [rng.permutation(np.flatnonzero(targets == c)) for c in range(n_classes)]
+    n_val_c = int(round(val_fraction * min(len(p) for p in per_class)))
+    val = np.concatenate([p[:n_val_c] for p in per_class])
+    rest = min(len(p) for p in per_class) - n_val_c
+    counts = lt_counts(rest, n_classes)
+    train = np.concatenate([p[n_val_c:n_val_c + k] for p, k in zip(per_class, counts)])
+    return np.sort(train), np.sort(val)
+
+
+def load_splits(name: str, seed: int, data_dir: str | None = None, download: bool = False) -> Splits:
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    lt = name.endswith("_lt")
+    if name.startswith("fashion_mnist"):
+        full, test = load_fashion_mnist(Path(data_dir) if data_dir else None)
+        n_classes, (mean, std) = 10, _FMNIST_NORM
+    elif name.startswith("cifar100"):
+        full, test = load_cifar(data_dir, 100, download)
+        n_classes, (mean, std) = 100, _CIFAR100_NORM
+    else:
+        full, test = load_cifar(data_dir, 10, download)
+        n_classes, (mean, std) = 10, _CIFAR10_NORM
+    tr, va = split_ids(full.targets, n_classes, seed, lt)
+    train, val = full.subset(tr), full.subset(va)
+    return Splits(name, n_classes, mean, std, train, val, test, imbalanced=lt,
+                  info={"train_counts": np.bincount(train.targets, minlength=n_classes).tolist()})
+
+
+# ----------------------------------------------------------------------------- label strategy
+
+def label_strategy(targets: np.ndarray, n: int, n_classes: int, rng: np.random.Generator,
+                   balanced: bool, first_per_class: int = 5) -> np.ndarray:
+    """Ids for the starting budget / validation subset (spec §4.5).
+
+    balanced=True: exactly n/C per class (n must be a multiple of C).
+    balanced=False: ``first_per_class`` per class at random, the rest uniformly from what is left."""
+    if balanced:
+        if n % n_classes:
+            raise UserError(f"a balanced label set of {n} is not a multiple of {n_classes} classes")
+        k = n // n_classes
+        out = []
+        for c in range(n_classes):
+            ids = np.flatnonzero(targets == c)
+            if len(ids) < k:
+                raise UserError(f"class {c} has only {len(ids)} samples, {k} needed for a balanced set of {n}")
+            out.append(rng.choice(ids, size=k, replace=False))
+        return np.sort(np.concatenate(out))
+    out = []
+    for c in range(n_classes):
+        ids = np.flatnonzero(targets == c)
+        out.append(rng.choice(ids, size=min(first_per_class, len(ids)), replace=False))
+    first = np.concatenate(out)
+    if len(first) > n:
+        raise UserError(f"a starting budget of {n} cannot hold {first_per_class} samples of each of {n_classes} classes")
+    rest = np.setdiff1d(np.arange(len(targets)), first)
+    more = rng.choice(rest, size=n - len(first), replace=False)
+    return np.sort(np.concatenate([first, more]))
+
+
+def subsample(targets: np.ndarray, n: int | None, rng: np.random.Generator, n_classes: int) -> np.ndarray:
+    """A stratified random subset of size n (keeps the class proportions); all ids when n is None."""
+    if n is None or n >= len(targets):
+        return np.arange(len(targets))
+    out = []
+    for c in range(n_classes):
+        ids = np.flatnonzero(targets == c)
+        k = int(round(n * len(ids) / len(targets)))
+        out.append(rng.choice(ids, size=min(k, len(ids)), replace=False))
+    return np.sort(np.concatenate(out))
+
+

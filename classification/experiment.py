@@ -1,0 +1,167 @@
+"""One classification AL experiment (dataset × regime × paradigm × method × seed) on the shared core.
+
+``prepare(...)`` loads the seed's splits and draws the pool subset, the starting budget and the
+validation subset (label strategy of spec §4.5); ``run_one(...)`` wires the domain's train /
+evaluate / evidence callables into ``core.loop.ActiveLearningLoop`` with a ``core.store.RunStore``.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core import query as Q
+from core.errors import UserError
+from core.loop import ActiveLearningLoop
+from core.metrics import accuracy, balanced_accuracy, macro_f1
+from core.pool import Pool
+from core.query import Evidence
+from core.store import RunStore
+
+from . import data as D
+from .presets import Preset
+from .regimes import Regime
+from .training import TrainConfig, embed, fit
+
+
+@dataclass
+class Prepared:
+    """Everything that is fixed for one (dataset, regime, seed) and shared by all methods."""
+    splits: D.Splits
+    pool_data: D.ImageData        # train+pool candidates (preset subset)
+    pool_source_ids: np.ndarray   # their ids in the official train split
+    val_data: D.ImageData         # the regime's labelled validation subset
+    test_data: D.ImageData
+    start_ids: np.ndarray         # starting budget, as pool positions
+    regime: Regime
+    seed: int
+
+
+@functools.lru_cache(maxsize=4)
+def _splits(dataset: str, seed: int, data_dir: str | None, download: bool) -> D.Splits:
+    return D.load_splits(dataset, seed, data_dir, download)
+
+
+def prepare(dataset: str, regime: Regime, preset: Preset, seed: int, data_dir: str | None = None,
+            download: bool = False) -> Prepared:
+    s = _splits(dataset, seed, data_dir, download)
+    rng = np.random.default_rng([seed, 0xC1])
+    pool_ids = D.subsample(s.train.targets, preset.pool_size, rng, s.n_classes)
+    pool = s.train.subset(pool_ids)
+    test_ids = D.subsample(s.test.targets, preset.test_size, np.random.default_rng(0xE5), s.n_classes)
+    val_size = min(regime.val_size, len(s.val))
+    val_ids = D.label_strategy(s.val.targets, val_size - val_size % s.n_classes, s.n_classes,
+                               np.random.default_rng([seed, 0xA2]), balanced=True)
+    start = D.label_strategy(pool.targets, regime.start, s.n_classes, np.random.default_rng([seed, 0xB3]),
+                             balanced=not s.imbalanced)
+    need = regime.start + sum(regime.query_sizes)
+    if need > len(pool):
+        raise UserError(f"regime {regime.name} needs {need} pool samples (start {regime.start} + "
+                        f"{len(regime.query_sizes)} queries of {regime.query}) but the pool holds {len(pool)}")
+    return Prepared(s, pool, pool_ids, s.val.subset(val_ids), s.test.subset(test_ids), start, regime, seed)
+
+
+def train_seed(seed: int, cycle: int) -> int:
+    """Training seed of a cycle: depends on (seed, cycle) only, so every method trains the same
+    round-0 model and a resumed run retrains exactly what an uninterrupted one would."""
+    return int(seed) * 1009 + int(cycle)
+
+
+def classification_metrics(y_true, probs: torch.Tensor, n_classes: int) -> dict:
+    pred = probs.argmax(1).cpu().numpy()
+    return {"accuracy": accuracy(y_true, pred), "balanced_accuracy": balanced_accuracy(y_true, pred, n_classes),
+            "macro_f1": macro_f1(y_true, pred, n_classes)}
+
+
+class ClassificationRun:
+    """The domain callables for one run; ``round0_cache`` (shared across methods of one invocation)
+    reuses the deterministic round-0 model of an identical configuration instead of retraining it."""
+
+    def __init__(self, prep: Prepared, method: Q.QueryMethod, cfg: TrainConfig, device: str,
+                 round0_cache: dict | None = None, log=None):
+        self.p, self.method, self.device = prep, method, device
+        self.cfg = replace(cfg, dropout=float(method.model.get("dropout", cfg.dropout)))
+        self.cache = round0_cache if round0_cache is not None else {}
+        self.log = log or (lambda m: None)
+        self.last_fit: dict = {}
+
+    # -- train / evaluate -------------------------------------------------------------------
+    def train(self, pool: Pool, cycle: int):
+        s = self.p.splits
+        key = (s.name, self.p.regime.name, self.p.seed, tuple(sorted(pool.labelled.tolist())), repr(self.cfg))
+        if cycle == 0 and key in self.cache:
+            net, self.last_fit = self.cache[key]
+            return net
+        net, info = fit(self.p.pool_data.subset(pool.labelled), self.p.val_data, self.cfg, s.n_classes, s.mean, s.std,
+                        s.metric, s.imbalanced, train_seed(self.p.seed, cycle), self.device)
+        self.last_fit = info
+        if cycle == 0:
+            self.cache[key] = (net, info)
+        return net
+
+    def evaluate(self, net, pool: Pool) -> dict:
+        s = self.p.splits
+        h = embed(net, self.p.test_data, s.mean, s.std, self.device, self.cfg.eval_batch_size)
+        with torch.no_grad():
+            torch.manual_seed(train_seed(self.p.seed, 10_000))
+            probs = net.predict_probs(h, self.cfg.mc_samples)
+        m = classification_metrics(self.p.test_data.targets, probs, s.n_classes)
+        m["val_best"] = self.last_fit.get("best_val")
+        counts = np.bincount(self.p.pool_data.targets[pool.labelled], minlength=s.n_classes)
+        m["labelled_per_class"] = counts.tolist()
+        return m
+
+    # -- evidence: one backbone pass over the unlabelled pool, everything else from the head ---
+    def evidence(self, net, pool: Pool) -> Evidence:
+        s, cfg, dev = self.p.splits, self.cfg, self.device
+        unl = pool.unlabelled
+
+        @functools.lru_cache(maxsize=None)
+        def feats():
+            return embed(net, self.p.pool_data.subset(unl), s.mean, s.std, dev, cfg.eval_batch_size)
+
+        def probs():
+            with torch.no_grad():
+                return net.predict_probs(feats(), cfg.mc_samples).cpu()
+
+        def mc_probs():
+            with torch.no_grad():
+                return net.mc_probs(feats(), cfg.mc_samples).cpu()
+
+        def badge():
+            with torch.no_grad():
+                return torch.softmax(net.fc(feats()).float(), 1), net.head_input(feats())
+
+        def labelled_features():
+            return embed(net, self.p.pool_data.subset(pool.labelled), s.mean, s.std, dev, cfg.eval_batch_size)
+
+        return Evidence({"n": lambda: len(unl), "features": feats, "probs": probs, "mc_probs": mc_probs,
+                         "badge": badge, "labelled_features": labelled_features})
+
+
+def run_config(dataset: str, regime: Regime, paradigm: str, method: str, seed: int, preset: Preset,
+               cfg: TrainConfig) -> dict:
+    """The resolved config stored in the run directory (everything that defines the numbers)."""
+    return {"experiment": "classification", "dataset": dataset, "regime": asdict(regime), "paradigm": paradigm,
+            "method": method, "seed": seed, "preset": preset.name, "pool_size": preset.pool_size,
+            "test_size": preset.test_size, "train": asdict(cfg)}
+
+
+def run_one(prep: Prepared, method_name: str, paradigm: str, preset: Preset, cfg: TrainConfig, run_dir: Path,
+            resume: bool, device: str, round0_cache: dict | None = None, progress=None) -> list[dict]:
+    method = Q.get(method_name, "classification")
+    regime = prep.regime
+    config = run_config(prep.splits.name, regime, paradigm, method_name, prep.seed, preset, cfg)
+    store = RunStore(run_dir, config, resume=resume)
+    if store.done:
+        return store.records
+    pool = Pool(len(prep.pool_data), val_ids=np.arange(len(prep.val_data)), test_ids=np.arange(len(prep.test_data)))
+    if store.pool_state is None:
+        pool.label(prep.start_ids, 0)
+    run = ClassificationRun(prep, method, cfg, device, round0_cache)
+    loop = ActiveLearningLoop(pool, train=run.train, evaluate=run.evaluate, evidence=run.evidence, query=method,
+                              query_sizes=regime.query_sizes, store=store, seed=prep.seed, progress=progress)
+    return loop.run()

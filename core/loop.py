@@ -1,0 +1,86 @@
+"""The active-learning loop: retrain from scratch → evaluate → query → label → record, resumable.
+
+The loop is domain-free.  A domain supplies four callables:
+
+* ``train(pool, cycle) -> model``          fresh model fitted on the labelled set;
+* ``evaluate(model, pool) -> dict``        test metrics (JSON-able values);
+* ``evidence(model, pool) -> Evidence``    lazy evidence over ``pool.unlabelled`` (positions in the
+                                           evidence index into that array);
+* ``query``: a ``core.query.QueryMethod``.
+
+Randomness: cycle k's query draws from ``numpy.random.default_rng([seed, k])`` and the domain's
+``train`` is expected to seed itself from (seed, cycle), so a resumed run reproduces an
+uninterrupted one exactly.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import UserError
+from .pool import Pool
+from .query import Evidence, QueryMethod
+from .store import RunStore
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by the fault-injection hook (env ``REALISTIC_AL_CRASH_AFTER_CYCLE``) in tests."""
+
+
+def cycle_rng(seed: int, cycle: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(cycle), 0xA1])
+
+
+class ActiveLearningLoop:
+    def __init__(self, pool: Pool, *, train: Callable, evaluate: Callable, evidence: Callable,
+                 query: QueryMethod, query_sizes: Sequence[int], store: RunStore, seed: int,
+                 context: Callable[[int], dict] | None = None, progress: Callable[[str], None] | None = None):
+        self.pool, self.train, self.evaluate, self.evidence = pool, train, evaluate, evidence
+        self.query, self.query_sizes, self.store, self.seed = query, list(query_sizes), store, int(seed)
+        self.context = context or (lambda cycle: {})
+        self.progress = progress or (lambda msg: None)
+        self.n_cycles = len(self.query_sizes) + 1
+
+    def check_schedule(self) -> None:
+        """Fail before any training when the schedule asks for more than the pool holds."""
+        remaining = len(self.pool.unlabelled)
+        for k, q in enumerate(self.query_sizes[len(self.store.records):], start=len(self.store.records)):
+            if q > remaining:
+                raise UserError(f"query {k + 1} asks for {q} candidates but only {remaining} would remain unlabelled")
+            remaining -= q
+
+    def run(self) -> list[dict]:
+        if self.store.pool_state is not None:
+            self.pool.load_state_dict(self.store.pool_state)
+        start = len(self.store.records)
+        self.check_schedule()
+        crash_after = os.environ.get("REALISTIC_AL_CRASH_AFTER_CYCLE")
+        for cycle in range(start, self.n_cycles):
+            budget = self.pool.n_labelled
+            self.progress(f"cycle {cycle + 1}/{self.n_cycles}: training on {budget} labels")
+            t0 = time.perf_counter()
+            model = self.train(self.pool, cycle)
+            t1 = time.perf_counter()
+            metrics = self.evaluate(model, self.pool)
+            t2 = time.perf_counter()
+            record = {"cycle": cycle, "budget": budget, "metrics": metrics, "queried": [],
+                      "timings": {"train_s": t1 - t0, "eval_s": t2 - t1, "query_s": 0.0}}
+            if cycle < self.n_cycles - 1:
+                n = self.query_sizes[cycle]
+                self.progress(f"cycle {cycle + 1}/{self.n_cycles}: querying {n} with {self.query.name}")
+                candidates = self.pool.unlabelled
+                ev: Evidence = self.evidence(model, self.pool)
+                ev.context.update(self.context(cycle))
+                picks = self.query.select(ev, n, cycle_rng(self.seed, cycle))
+                ids = candidates[picks]
+                self.pool.label(ids, cycle + 1)
+                record["queried"] = ids.tolist()
+                record["timings"]["query_s"] = time.perf_counter() - t2
+            self.store.commit(record, self.pool.state_dict())
+            if crash_after is not None and cycle == int(crash_after):
+                raise SimulatedCrash(f"simulated crash after cycle {cycle}")
+        self.store.finish()
+        return self.store.records

@@ -1,0 +1,131 @@
+"""Budget curves, AUBC tables and PPM heat maps from a set of runs (domain-free).
+
+``runs`` everywhere is a list of dicts ``{"method": str, "seed": int, "setting": str,
+"budgets": [...], "values": [...]}`` — one budget curve of one metric per run.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .metrics import PPM, aubc, pairwise_penalty_matrix
+from .store import atomic_write_text
+
+
+def _mpl():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=130, bbox_inches="tight")
+    tmp.replace(path)
+
+
+def group_curves(runs: Sequence[dict]) -> dict[str, dict[str, np.ndarray]]:
+    """setting → method → array[seeds (sorted), budgets] (curves cut to the shortest common length)."""
+    acc: dict = defaultdict(lambda: defaultdict(list))
+    for r in sorted(runs, key=lambda r: (r["setting"], r["method"], r["seed"])):
+        acc[r["setting"]][r["method"]].append(np.asarray(r["values"], float))
+    out: dict = {}
+    for s, per in acc.items():
+        out[s] = {}
+        for m, curves in per.items():
+            n = min(len(c) for c in curves)
+            out[s][m] = np.stack([c[:n] for c in curves])
+    return out
+
+
+def summary_rows(runs: Sequence[dict]) -> list[dict]:
+    """One row per (setting, method): AUBC and final value, mean ± std (ddof=1) over seeds."""
+    rows = []
+    by = defaultdict(list)
+    for r in runs:
+        by[(r["setting"], r["method"])].append(r)
+    for (s, m), rs in sorted(by.items()):
+        a = np.array([aubc(r["values"]) for r in rs])
+        f = np.array([r["values"][-1] for r in rs])
+        sd = (lambda x: float(x.std(ddof=1)) if len(x) > 1 else float("nan"))
+        rows.append({"setting": s, "method": m, "seeds": len(rs),
+                     "final_budget": rs[0]["budgets"][len(rs[0]["values"]) - 1],
+                     "aubc_mean": float(a.mean()), "aubc_std": sd(a),
+                     "final_mean": float(f.mean()), "final_std": sd(f)})
+    return rows
+
+
+def write_table(rows: Sequence[dict], path_md: Path, metric: str = "metric") -> str:
+    """Markdown table (and a CSV beside it); returns the Markdown."""
+    fmt = (lambda m, s: f"{m:.4f}" if np.isnan(s) else f"{m:.4f} ± {s:.4f}")
+    lines = [f"| setting | method | seeds | final budget | AUBC ({metric}) | final {metric} |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['setting']} | {r['method']} | {r['seeds']} | {r['final_budget']} | "
+                     f"{fmt(r['aubc_mean'], r['aubc_std'])} | {fmt(r['final_mean'], r['final_std'])} |")
+    md = "\n".join(lines) + "\n"
+    atomic_write_text(path_md, md)
+    keys = list(rows[0].keys()) if rows else []
+    csv = ",".join(keys) + "\n" + "".join(",".join(str(r[k]) for k in keys) + "\n" for r in rows)
+    atomic_write_text(Path(path_md).with_suffix(".csv"), csv)
+    return md
+
+
+def plot_curves(runs: Sequence[dict], path: Path, ylabel: str, xlabel: str = "labelled budget",
+                title: str | None = None) -> None:
+    """Budget curves: mean ± std over seeds, one panel per setting."""
+    plt = _mpl()
+    settings = sorted({r["setting"] for r in runs})
+    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 4), squeeze=False)
+    for ax, s in zip(axes[0], settings):
+        by = defaultdict(list)
+        for r in runs:
+            if r["setting"] == s:
+                by[r["method"]].append(r)
+        for m, rs in sorted(by.items()):
+            n = min(len(r["values"]) for r in rs)
+            y = np.stack([np.asarray(r["values"][:n], float) for r in rs])
+            x = np.asarray(rs[0]["budgets"][:n], float)
+            mu = y.mean(0)
+            line, = ax.plot(x, mu, marker="o", ms=3, label=f"{m} (n={len(rs)})")
+            if len(rs) > 1:
+                sd = y.std(0, ddof=1)
+                ax.fill_between(x, mu - sd, mu + sd, color=line.get_color(), alpha=0.2)
+        ax.set_title(title or s)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_ppm(ppm: PPM, path: Path, title: str = "Pairwise penalty matrix") -> None:
+    """Heat map: row i, column j = share of budgets where i significantly beats j (summed over
+    settings, max = number of settings); bottom row = mean over the other methods of each column."""
+    plt = _mpl()
+    k = len(ppm.methods)
+    data = np.vstack([ppm.wins, ppm.mean_row[None]])
+    fig, ax = plt.subplots(figsize=(1.1 * k + 2.5, 1.0 * (k + 1) + 1.5))
+    im = ax.imshow(data, cmap="Reds", vmin=0, vmax=max(ppm.max_value, 1e-9))
+    for i in range(k + 1):
+        for j in range(k):
+            ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(k), ppm.methods, rotation=45, ha="right")
+    ax.set_yticks(range(k + 1), ppm.methods + ["mean"])
+    ax.set_xlabel("j (loser)")
+    ax.set_ylabel("i (winner)")
+    ax.axhline(k - 0.5, color="black", lw=1)
+    ax.set_title(f"{title} (max = {ppm.max_value})")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def ppm_from_runs(runs: Sequence[dict]) -> PPM:
+    return pairwise_penalty_matrix(group_curves(runs))

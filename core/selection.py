@@ -1,0 +1,214 @@
+"""Turning scores or embeddings into a batch of distinct candidate positions.
+
+Score-based: ``topk``, ``power`` (log score + Gumbel(0, 1/β) noise), ``softrank`` (−log rank + noise),
+``stratified`` (per-stratum quotas, ClaSP-style).  Set-based: ``kcenter_greedy`` (Core-Set) and
+``kmeanspp_badge`` (BADGE k-means++ seeding on the factorised gradient embedding
+``g = (p − onehot(ŷ)) ⊗ h``; memory O(N·(C+D)), never O(N·C·D)).
+
+Every stochastic function takes a ``numpy.random.Generator`` so the same seed gives the same picks.
+Heavy lifting is torch mat-vec products on whatever device the inputs live on.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+LOG_EPS = 1e-12
+
+
+def _np(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _check_n(n: int, size: int):
+    if n < 0 or n > size:
+        raise ValueError(f"cannot select {n} from {size} candidates")
+
+
+def topk(scores, n: int) -> np.ndarray:
+    """Positions of the ``n`` largest scores, highest first; ties broken by lower position."""
+    s = _np(scores).astype(np.float64, copy=False)
+    _check_n(n, len(s))
+    order = np.argsort(-s, kind="stable")
+    return order[:n].astype(np.int64)
+
+
+def gumbel(rng: np.random.Generator, size: int, beta: float) -> np.ndarray:
+    """Gumbel(0, 1/β) noise."""
+    if beta <= 0:
+        raise ValueError("beta must be > 0")
+    return rng.gumbel(loc=0.0, scale=1.0 / beta, size=size)
+
+
+def power(scores, n: int, rng: np.random.Generator, beta: float = 1.0) -> np.ndarray:
+    """Power acquisition: top-k of ``log(score) + Gumbel(0, 1/β)``.  β → ∞ is top-k, β → 0 random."""
+    s = _np(scores).astype(np.float64, copy=False)
+    _check_n(n, len(s))
+    return topk(np.log(np.maximum(s, LOG_EPS)) + gumbel(rng, len(s), beta), n)
+
+
+def softrank(scores, n: int, rng: np.random.Generator, beta: float = 1.0) -> np.ndarray:
+    """Softrank acquisition: top-k of ``−log(rank) + Gumbel(0, 1/β)`` with rank 1 = highest score."""
+    s = _np(scores)
+    _check_n(n, len(s))
+    rank = np.empty(len(s), dtype=np.float64)
+    rank[np.argsort(-s, kind="stable")] = np.arange(1, len(s) + 1)
+    return topk(-np.log(rank) + gumbel(rng, len(s), beta), n)
+
+
+def stratified(scores: Sequence, quotas: Sequence[int]) -> np.ndarray:
+    """Take the top ``quotas[k]`` of ``scores[k]`` for each stratum in order, skipping positions an
+    earlier stratum already took (all score arrays index the same candidates)."""
+    if len(scores) != len(quotas):
+        raise ValueError("one quota per score array")
+    size = len(_np(scores[0]))
+    _check_n(int(sum(quotas)), size)
+    taken = np.zeros(size, dtype=bool)
+    out = []
+    for s, q in zip(scores, quotas):
+        for pos in topk(s, size):
+            if q == 0:
+                break
+            if not taken[pos]:
+                taken[pos] = True
+                out.append(pos)
+                q -= 1
+    return np.asarray(out, dtype=np.int64)
+
+
+def _t(x, device=None, dtype=torch.float32) -> torch.Tensor:
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    return t.to(device=device or t.device, dtype=dtype)
+
+
+def _sq_dists_chunked(x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """min_j ||x_i − y_j||² for every i, in row chunks so memory stays O(chunk · |y|)."""
+    out = torch.empty(len(x), dtype=x.dtype, device=x.device)
+    ysq = (y * y).sum(1)
+    for a in range(0, len(x), chunk):
+        xc = x[a:a + chunk]
+        d = (xc * xc).sum(1, keepdim=True) + ysq[None] - 2 * xc @ y.T
+        out[a:a + chunk] = d.amin(1).clamp_min_(0)
+    return out
+
+
+def kcenter_greedy(features, labelled_features, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Greedy k-center (Sener & Savarese): repeatedly take the candidate farthest from its nearest
+    centre (labelled points and earlier picks).  With no labelled points the first centre is drawn
+    with ``rng`` (position 0 without one)."""
+    x = _t(features)
+    _check_n(n, len(x))
+    picks: list[int] = []
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    lab = None if labelled_features is None else _t(labelled_features, device=x.device)
+    if lab is None or len(lab) == 0:
+        first = int(rng.integers(len(x))) if rng is not None else 0
+        picks.append(first)
+        lab = x[first:first + 1]
+    d = _sq_dists_chunked(x, lab)
+    xsq = (x * x).sum(1)
+    for p in picks:
+        d[p] = -1.0
+    while len(picks) < n:
+        j = int(torch.argmax(d))
+        picks.append(j)
+        new = (xsq + xsq[j] - 2 * (x @ x[j])).clamp_min_(0)
+        torch.minimum(d, new, out=d)
+        d[j] = -1.0  # never re-picked, even when duplicates make every distance 0
+    return np.asarray(picks, dtype=np.int64)
+
+
+def badge_factors(probs, h) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two factors of the BADGE embedding: ``a = p − onehot(argmax p)`` [N, C] and ``h`` [N, D];
+    the embedding is the row-wise outer product ``a ⊗ h`` (never materialised)."""
+    p = _t(probs)
+    a = p.clone()
+    a[torch.arange(len(p), device=p.device), p.argmax(1)] -= 1.0
+    return a, _t(h, device=p.device)
+
+
+def badge_dense(probs, h) -> torch.Tensor:
+    """Dense [N, C·D] embedding — for tests and the benchmark reference only."""
+    a, hh = badge_factors(probs, h)
+    return (a[:, :, None] * hh[:, None, :]).reshape(len(a), -1)
+
+
+def kmeanspp_badge(probs, h, n: int, rng: np.random.Generator, dense: bool = False) -> np.ndarray:
+    """BADGE k-means++ seeding on ``g_i = a_i ⊗ h_i``.
+
+    ``||g_i − g_j||² = |a_i|²|h_i|² + |a_j|²|h_j|² − 2 (a_i·a_j)(h_i·h_j)``, so the distance of all
+    points to one centre costs two mat-vec products (O(N·(C+D))).  The first centre is the
+    max-norm point; each next one is drawn ∝ D², where D is the distance to the nearest *chosen*
+    centre (no phantom centre at the origin).  Chosen points have D = 0 and cannot be drawn again;
+    if every remaining D² is 0 (identical embeddings) the rest is drawn uniformly.
+    ``dense=True`` runs the same algorithm on the materialised embedding (reference only)."""
+    a, hh = badge_factors(probs, h)
+    N = len(a)
+    _check_n(n, N)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if dense:
+        g = (a[:, :, None] * hh[:, None, :]).reshape(N, -1)
+        sq = (g * g).sum(1)
+
+        def dist_to(j):
+            return (sq + sq[j] - 2 * (g @ g[j])).clamp_min_(0)
+    else:
+        asq, hsq = (a * a).sum(1), (hh * hh).sum(1)
+        sq = asq * hsq
+
+        def dist_to(j):
+            return (sq + sq[j] - 2 * (a @ a[j]) * (hh @ hh[j])).clamp_min_(0)
+
+    chosen = np.zeros(N, dtype=bool)
+    j = int(torch.argmax(sq))
+    picks = [j]
+    chosen[j] = True
+    d2 = dist_to(j).double()
+    while len(picks) < n:
+        w = d2.cpu().numpy()
+        w[chosen] = 0.0
+        total = w.sum()
+        if not np.isfinite(total) or total <= 0:
+            rest = np.flatnonzero(~chosen)
+            extra = rng.choice(rest, size=n - len(picks), replace=False)
+            picks.extend(int(e) for e in extra)
+            break
+        j = int(rng.choice(N, p=w / total))
+        picks.append(j)
+        chosen[j] = True
+        torch.minimum(d2, dist_to(j).double(), out=d2)
+    return np.asarray(picks, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Noise schedules (appended for ClaSP PE; domain-free)
+# ---------------------------------------------------------------------------------------------
+
+def exponential_schedule(steps: int, beta0: float = 1.0, beta_max: float = 100.0) -> np.ndarray:
+    """``steps`` values from β0 to βmax, equally spaced on a log scale:
+    β(t) = exp((1 − t/T)·ln β0 + (t/T)·ln βmax), t = 0..T, T = steps − 1 (eq. D.4).
+    ``exponential_schedule(5) == [1, 3.1623, 10, 31.623, 100]``."""
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    if beta0 <= 0 or beta_max <= 0:
+        raise ValueError("beta values must be > 0")
+    if steps == 1:
+        return np.asarray([float(beta0)])
+    return float(beta0) * (float(beta_max) / float(beta0)) ** np.linspace(0.0, 1.0, steps)
+
+
+def scheduled_beta(t: int, horizon: int, beta0: float = 1.0, beta_max: float = 100.0) -> float:
+    """β for query ``t`` (0-based) of an exponential schedule that reaches βmax at ``t = horizon``;
+    later queries keep βmax (thesis §D.5).  With 5 AL loops (4 queries) and ``horizon = 4`` the
+    queries use β = 1, 3.16, 10, 31.6, as the reference implementation does."""
+    if t < 0:
+        raise ValueError("t must be >= 0")
+    if horizon <= 0:
+        return float(beta_max)
+    return float(exponential_schedule(horizon + 1, beta0, beta_max)[min(int(t), horizon)])

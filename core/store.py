@@ -1,0 +1,143 @@
+"""Run directories: one per (experiment, dataset, regime, method, seed).
+
+Layout::
+
+    RUN_DIR/config.json    resolved config + a ``realistic_al_run`` marker (written once)
+    RUN_DIR/state.json     records of every finished cycle + the pool state after it (atomic)
+    RUN_DIR/cycles.jsonl   the same records, one JSON line per cycle (derived view, atomic)
+    RUN_DIR/DONE           written when the last cycle finished
+
+Every write goes to a temporary file in the same directory and is renamed into place, so a crash
+leaves either the previous or the next consistent state, never a half-written one.  ``state.json``
+is the source of truth on resume.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+MARKER = "realistic_al_run"
+FORMAT = 1
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=_jsonable) + "\n")
+
+
+def _jsonable(o):
+    try:
+        import numpy as np
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _read_json(path: Path, what: str):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"corrupt run directory: cannot read {what} {path} ({e.__class__.__name__})") from None
+
+
+class RunStore:
+    """Open (or create) a run directory for ``config``.
+
+    * new / empty directory → created, config written;
+    * our run with the same ``protocol`` config → resumed (``records`` / ``pool_state`` loaded);
+    * our run with a different protocol config, a non-empty foreign directory, or corrupt files →
+      ``UserError``; nothing is overwritten.
+    ``resume=False`` refuses an existing run instead of continuing it.
+    """
+
+    def __init__(self, run_dir: Path, config: dict, protocol_keys: list[str] | None = None, resume: bool = True):
+        self.dir = Path(run_dir)
+        self.config = config
+        self.records: list[dict] = []
+        self.pool_state: dict | None = None
+        self.extra: dict = {}
+        cfg_path = self.dir / "config.json"
+        if self.dir.exists() and not self.dir.is_dir():
+            raise UserError(f"run directory {self.dir} is a file")
+        if cfg_path.exists():
+            old = _read_json(cfg_path, "config")
+            if not isinstance(old, dict) or old.get(MARKER) != FORMAT:
+                raise UserError(f"{self.dir} is not a realistic-al run directory (config.json lacks the marker); refusing to overwrite")
+            keys = protocol_keys or sorted(set(config) | set(old.get("config", {})))
+            diff = [k for k in keys if old.get("config", {}).get(k) != _roundtrip(config.get(k))]
+            if diff:
+                raise UserError(f"{self.dir} holds a run with a different config ({', '.join(diff[:4])}); use another --out or delete it")
+            if not resume and (self.dir / "state.json").exists():
+                raise UserError(f"{self.dir} already holds a run; pass --resume to continue it or use another --out")
+            state_path = self.dir / "state.json"
+            if state_path.exists():
+                state = _read_json(state_path, "state")
+                if not isinstance(state, dict) or "records" not in state or "pool" not in state:
+                    raise UserError(f"corrupt run directory: {state_path} lacks records/pool")
+                self.records, self.pool_state = state["records"], state["pool"]
+                self.extra = state.get("extra", {})
+        else:
+            if self.dir.exists() and any(p for p in self.dir.iterdir() if not p.name.startswith(".")):
+                raise UserError(f"{self.dir} exists, is not empty and is not a realistic-al run; refusing to write there")
+            atomic_write_json(cfg_path, {MARKER: FORMAT, "config": config})
+
+    @property
+    def done(self) -> bool:
+        return (self.dir / "DONE").exists()
+
+    def commit(self, record: dict, pool_state: dict, extra: dict | None = None) -> None:
+        """Append one finished cycle's record together with the pool state after it (atomic)."""
+        self.records.append(_roundtrip(record))
+        self.pool_state = _roundtrip(pool_state)
+        if extra is not None:
+            self.extra = _roundtrip(extra)
+        atomic_write_json(self.dir / "state.json", {"records": self.records, "pool": self.pool_state, "extra": self.extra})
+        atomic_write_text(self.dir / "cycles.jsonl",
+                          "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))
+
+    def save_extra(self, extra: dict) -> None:
+        self.extra = _roundtrip(extra)
+        atomic_write_json(self.dir / "state.json", {"records": self.records, "pool": self.pool_state, "extra": self.extra})
+
+    def finish(self) -> None:
+        atomic_write_text(self.dir / "DONE", "")
+
+
+def _roundtrip(obj):
+    return json.loads(json.dumps(obj, default=_jsonable))
+
+
+def load_run(run_dir: Path) -> tuple[dict, list[dict]]:
+    """(config, records) of a finished or partial run, for reports."""
+    cfg = _read_json(Path(run_dir) / "config.json", "config")
+    if not isinstance(cfg, dict) or cfg.get(MARKER) != FORMAT:
+        raise UserError(f"{run_dir} is not a realistic-al run directory")
+    state_path = Path(run_dir) / "state.json"
+    records = _read_json(state_path, "state")["records"] if state_path.exists() else []
+    return cfg["config"], records

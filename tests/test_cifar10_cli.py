@@ -1,0 +1,82 @@
+"""End-to-end tests of ``python -m experiments.cifar10`` at smoke size."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from classification.data import DEBIAN_FMNIST
+from core.loop import SimulatedCrash
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_fmnist = pytest.mark.skipif(not (DEBIAN_FMNIST / "train-labels-idx1-ubyte.gz").exists(),
+                                  reason="Debian dataset-fashion-mnist not installed")
+
+
+def cli(*args, env=None):
+    e = dict(os.environ, REALISTIC_AL_QUIET="1", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "experiments.cifar10", *args], cwd=ROOT, env=e,
+                          capture_output=True, text=True, timeout=600)
+
+
+@needs_fmnist
+def test_smoke_end_to_end_writes_runs_plots_table(tmp_path):
+    r = cli("--preset", "smoke", "--seeds", "2", "--method", "random", "bald", "badge", "--out", str(tmp_path), "--quiet")
+    assert r.returncode == 0, r.stderr
+    root = tmp_path / "fashion_mnist" / "low" / "supervised"
+    for f in ("curves.png", "table.md", "table.csv", "ppm.png"):
+        assert (root / f).stat().st_size > 0, f
+    recs = [json.loads(x) for x in (root / "badge" / "seed1" / "cycles.jsonl").read_text().splitlines()]
+    assert [x["budget"] for x in recs] == [50, 100, 150]
+    assert all(len(x["queried"]) == 50 for x in recs[:-1]) and recs[-1]["queried"] == []
+    assert 0.0 <= recs[-1]["metrics"]["accuracy"] <= 1.0
+    cfg = json.loads((root / "bald" / "seed0" / "config.json").read_text())["config"]
+    assert cfg["train"]["dropout"] == 0.0 and cfg["method"] == "bald"
+    assert "| bald |" in (root / "table.md").read_text()
+    # round 0 is the same model for random and badge (same seed, deterministic training) ...
+    r0 = lambda m: json.loads((root / m / "seed0" / "cycles.jsonl").read_text().splitlines()[0])["metrics"]
+    assert r0("random")["accuracy"] == r0("badge")["accuracy"]
+    # ... and a rerun without --resume refuses to touch the existing runs
+    again = cli("--preset", "smoke", "--seeds", "1", "--method", "random", "--out", str(tmp_path), "--quiet")
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "--resume" in again.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--method", "bogus"], "valid: "),
+    (["--regime", "huge"], "valid: low, medium, high"),
+    (["--dataset", "mnist"], "valid: fashion_mnist"),
+    (["--preset", "fast"], "valid: thesis, laptop, smoke"),
+    (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "cifar-10-batches-py"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys, args, needle):
+    from experiments.cifar10 import main
+    from experiments.common import main_guard
+    with pytest.raises(SystemExit) as e:
+        main_guard(main, [*args, "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and needle in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_help_explains_flags():
+    r = cli("--help")
+    assert r.returncode == 0 and "--resume" in r.stdout and "Table A.4" in r.stdout
+
+
+@needs_fmnist
+def test_kill_and_resume_gives_identical_final_records(tmp_path, monkeypatch):
+    from experiments.cifar10 import main
+    args = ["--preset", "smoke", "--seeds", "1", "--method", "entropy", "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "full")]) == 0
+    monkeypatch.setenv("REALISTIC_AL_CRASH_AFTER_CYCLE", "0")
+    with pytest.raises(SimulatedCrash):
+        main(args + ["--out", str(tmp_path / "cut")])
+    monkeypatch.delenv("REALISTIC_AL_CRASH_AFTER_CYCLE")
+    assert main(args + ["--out", str(tmp_path / "cut"), "--resume"]) == 0
+    run = Path("fashion_mnist/low/supervised/entropy/seed0/state.json")
+    strip = lambda p: [{k: v for k, v in r.items() if k != "timings"} for r in json.loads(p.read_text())["records"]]
+    assert strip(tmp_path / "cut" / run) == strip(tmp_path / "full" / run)
+    assert len(strip(tmp_path / "full" / run)) == 3
