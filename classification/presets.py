@@ -24,7 +24,7 @@ _THESIS = TrainConfig(epochs=200, warmup_epochs=10, batch_size=1024, lr=0.1, wei
 PRESETS = {
     "thesis": Preset("thesis", None, None, None, _THESIS),
     "laptop": Preset("laptop", 10_000, 2_000, None,
-                     replace(_THESIS, epochs=6, warmup_epochs=1, batch_size=128, width=16)),
+                     replace(_THESIS, epochs=5, warmup_epochs=1, batch_size=128, width=16)),
     "smoke": Preset("smoke", 800, 300, 3,
                     replace(_THESIS, epochs=1, warmup_epochs=0, batch_size=64, width=4, min_train=128,
                             mc_samples=8, eval_batch_size=256)),
