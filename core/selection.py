@@ -85,15 +85,34 @@ def _t(x, device=None, dtype=torch.float32) -> torch.Tensor:
     return t.to(device=device or t.device, dtype=dtype)
 
 
+def _sqnorm(x: torch.Tensor) -> torch.Tensor:
+    """Row-wise squared norms without an N×D temporary."""
+    return torch.linalg.vector_norm(x, dim=1).square_()
+
+
 def _sq_dists_chunked(x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
     """min_j ||x_i − y_j||² for every i, in row chunks so memory stays O(chunk · |y|)."""
     out = torch.empty(len(x), dtype=x.dtype, device=x.device)
-    ysq = (y * y).sum(1)
+    ysq = _sqnorm(y)
     for a in range(0, len(x), chunk):
         xc = x[a:a + chunk]
-        d = (xc * xc).sum(1, keepdim=True) + ysq[None] - 2 * xc @ y.T
+        d = _sqnorm(xc)[:, None] + ysq[None] - 2 * xc @ y.T
         out[a:a + chunk] = d.amin(1).clamp_min_(0)
     return out
+
+
+def _host(x: torch.Tensor):
+    """CPU tensors become (zero-copy) numpy arrays, others stay torch tensors on their device."""
+    return x.detach().numpy() if x.device.type == "cpu" else x
+
+
+def _gram_row(m, j: int) -> np.ndarray:
+    """``m @ m[j]`` as float64 numpy: one mat-vec per greedy step.  The per-step elementwise work
+    then runs in numpy on the host — torch's parallel elementwise kernels on ~10^4–10^5 values pay a
+    thread barrier each, which dominates on a busy 2-core machine."""
+    if isinstance(m, np.ndarray):
+        return (m @ m[j]).astype(np.float64)
+    return (m @ m[j]).double().cpu().numpy()
 
 
 def kcenter_greedy(features, labelled_features, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -110,15 +129,15 @@ def kcenter_greedy(features, labelled_features, n: int, rng: np.random.Generator
         first = int(rng.integers(len(x))) if rng is not None else 0
         picks.append(first)
         lab = x[first:first + 1]
-    d = _sq_dists_chunked(x, lab)
-    xsq = (x * x).sum(1)
-    for p in picks:
-        d[p] = -1.0
+    d = _sq_dists_chunked(x, lab).double().cpu().numpy()
+    xsq = _sqnorm(x).double().cpu().numpy()
+    xm = _host(x)
+    d[picks] = -1.0
     while len(picks) < n:
-        j = int(torch.argmax(d))
+        j = int(np.argmax(d))
         picks.append(j)
-        new = (xsq + xsq[j] - 2 * (x @ x[j])).clamp_min_(0)
-        torch.minimum(d, new, out=d)
+        new = np.maximum(xsq + xsq[j] - 2 * _gram_row(xm, j), 0.0)
+        np.minimum(d, new, out=d)
         d[j] = -1.0  # never re-picked, even when duplicates make every distance 0
     return np.asarray(picks, dtype=np.int64)
 
@@ -154,35 +173,40 @@ def kmeanspp_badge(probs, h, n: int, rng: np.random.Generator, dense: bool = Fal
         return np.zeros(0, dtype=np.int64)
     if dense:
         g = (a[:, :, None] * hh[:, None, :]).reshape(N, -1)
-        sq = (g * g).sum(1)
+        sq = _sqnorm(g).double().cpu().numpy()
+        gm = _host(g)
 
         def dist_to(j):
-            return (sq + sq[j] - 2 * (g @ g[j])).clamp_min_(0)
+            return np.maximum(sq + sq[j] - 2 * _gram_row(gm, j), 0.0)
     else:
-        asq, hsq = (a * a).sum(1), (hh * hh).sum(1)
-        sq = asq * hsq
+        sq = (_sqnorm(a) * _sqnorm(hh)).double().cpu().numpy()
+        am, hm = _host(a), _host(hh)
 
         def dist_to(j):
-            return (sq + sq[j] - 2 * (a @ a[j]) * (hh @ hh[j])).clamp_min_(0)
+            return np.maximum(sq + sq[j] - 2 * _gram_row(am, j) * _gram_row(hm, j), 0.0)
 
     chosen = np.zeros(N, dtype=bool)
-    j = int(torch.argmax(sq))
+    j = int(np.argmax(sq))
     picks = [j]
     chosen[j] = True
-    d2 = dist_to(j).double()
+    d2 = dist_to(j)
+    d2[j] = 0.0
     while len(picks) < n:
-        w = d2.cpu().numpy()
-        w[chosen] = 0.0
-        total = w.sum()
+        cdf = np.cumsum(d2)
+        total = cdf[-1]
         if not np.isfinite(total) or total <= 0:
             rest = np.flatnonzero(~chosen)
             extra = rng.choice(rest, size=n - len(picks), replace=False)
             picks.extend(int(e) for e in extra)
             break
-        j = int(rng.choice(N, p=w / total))
+        # inverse-CDF draw ∝ D²: chosen points have zero width and cannot be hit
+        j = min(int(np.searchsorted(cdf, rng.random() * total, side="right")), N - 1)
+        if chosen[j]:  # only reachable through round-off at the very top of the CDF
+            j = int(np.flatnonzero(d2 > 0)[-1])
         picks.append(j)
         chosen[j] = True
-        torch.minimum(d2, dist_to(j).double(), out=d2)
+        np.minimum(d2, dist_to(j), out=d2)
+        d2[j] = 0.0
     return np.asarray(picks, dtype=np.int64)
 
 

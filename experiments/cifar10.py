@@ -40,6 +40,9 @@ def build_parser() -> Parser:
                    metavar="M", help=f"query methods, any of: {', '.join(methods)} (default: {' '.join(DEFAULT_METHODS)})")
     p.add_argument("--paradigm", type=choice(PARADIGMS, "paradigm"), default="supervised",
                    help="training paradigm (default: supervised)")
+    p.add_argument("--imbalance", type=choice(("oversample", "weighted_ce"), "imbalance handling"), default="oversample",
+                   help="long-tailed data only: class-balanced oversampling (thesis main setting for ST) or "
+                        "weighted cross-entropy with sklearn 'balanced' weights (default: oversample)")
     p.add_argument("--data-dir", metavar="DIR", default=None,
                    help="where the data lives: CIFAR as torchvision's python version (DIR/cifar-10-batches-py/); "
                         "Fashion-MNIST *-ubyte(.gz) files (default: the Debian package path)")
@@ -58,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     device = resolve_device(args.device)
     preset = PRESETS[args.preset]
+    train_cfg = replace(preset.train, imbalance=args.imbalance)
     reg = get_regime(args.dataset, args.regime, args.paradigm)
     if preset.max_rounds is not None and reg.rounds > preset.max_rounds:
         reg = replace(reg, rounds=preset.max_rounds)
@@ -80,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if "training" in msg:
                         pr.advance(total, 0, f"{_d}: {msg}")
 
-                records = run_one(prep, m, args.paradigm, preset, preset.train, root / m / f"seed{seed}",
+                records = run_one(prep, m, args.paradigm, preset, train_cfg, root / m / f"seed{seed}",
                                   args.resume, device, cache, progress)
                 pr.advance(total, reg.rounds)
                 runs.append({"method": m, "seed": seed, "setting": f"{args.dataset}/{args.regime}",

@@ -38,6 +38,11 @@ def test_smoke_end_to_end_writes_runs_plots_table(tmp_path):
     # round 0 is the same model for random and badge (same seed, deterministic training) ...
     r0 = lambda m: json.loads((root / m / "seed0" / "cycles.jsonl").read_text().splitlines()[0])["metrics"]
     assert r0("random")["accuracy"] == r0("badge")["accuracy"]
+    # the generic report CLI rebuilds the same summary from the run directories
+    from experiments.report import main as report_main
+    assert report_main([str(root), "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "ppm.png").stat().st_size > 0
+    assert (tmp_path / "rep" / "table.md").read_text().count("| fashion_mnist/low") == 3
     # ... and a rerun without --resume refuses to touch the existing runs
     again = cli("--preset", "smoke", "--seeds", "1", "--method", "random", "--out", str(tmp_path), "--quiet")
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "--resume" in again.stderr

@@ -1,0 +1,74 @@
+"""Summarise finished (or partial) runs of any experiment: budget curves, AUBC table, PPM.
+
+    python -m experiments.report runs/classification/fashion_mnist/low/supervised [--metric accuracy] [--out DIR]
+
+Every run directory (``config.json`` + ``state.json``) found below the given paths is one curve;
+runs are grouped into settings by dataset and regime and into methods by ``method``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from core import report
+from core.errors import UserError
+from core.store import load_run
+from experiments.common import Parser, main_guard
+
+PREFERRED = ("accuracy", "balanced_accuracy", "dice", "mean_dice")
+
+
+def _setting(cfg: dict) -> str:
+    reg = cfg.get("regime")
+    reg = reg.get("name") if isinstance(reg, dict) else reg
+    parts = [str(cfg.get(k)) for k in ("dataset", "paradigm") if cfg.get(k) is not None]
+    return "/".join(parts[:1] + [str(reg)] + parts[1:])
+
+
+def collect(paths: Sequence[str], metric: str | None) -> tuple[list[dict], str]:
+    runs = []
+    for p in paths:
+        if not Path(p).exists():
+            raise UserError(f"{p} does not exist")
+        for cfg_path in sorted(Path(p).rglob("config.json")):
+            cfg, records = load_run(cfg_path.parent)
+            if not records or "method" not in cfg:
+                continue
+            if metric is None:
+                metric = next((m for m in PREFERRED if m in records[0].get("metrics", {})), None)
+                if metric is None:
+                    raise UserError(f"no known metric in {cfg_path.parent}; pass --metric "
+                                    f"(have: {', '.join(records[0].get('metrics', {}))})")
+            if metric not in records[0].get("metrics", {}):
+                raise UserError(f"metric {metric!r} not recorded in {cfg_path.parent}")
+            runs.append({"method": cfg["method"], "seed": cfg.get("seed", 0), "setting": _setting(cfg),
+                         "budgets": [r["budget"] for r in records],
+                         "values": [r["metrics"][metric] for r in records]})
+    if not runs:
+        raise UserError(f"no runs with finished cycles under {', '.join(paths)}")
+    return runs, metric
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = Parser(prog="python -m experiments.report", description=__doc__)
+    p.add_argument("paths", nargs="+", help="run directories or folders containing them")
+    p.add_argument("--metric", default=None, help="metric to plot (default: accuracy / balanced_accuracy / dice)")
+    p.add_argument("--out", default=None, help="where to write curves.png, table.md, ppm.png (default: first path)")
+    args = p.parse_args(argv)
+    runs, metric = collect(args.paths, args.metric)
+    out = Path(args.out or args.paths[0])
+    out.mkdir(parents=True, exist_ok=True)
+    report.plot_curves(runs, out / "curves.png", ylabel=metric)
+    print(report.write_table(report.summary_rows(runs), out / "table.md", metric=metric))
+    methods, seeds = {r["method"] for r in runs}, {r["seed"] for r in runs}
+    if len(methods) >= 2 and len(seeds) >= 2:
+        ppm = report.ppm_from_runs(runs)
+        report.plot_ppm(ppm, out / "ppm.png")
+        print(json.dumps({"ppm_methods": ppm.methods, "wins": ppm.wins.round(3).tolist(),
+                          "mean_row": ppm.mean_row.round(3).tolist(), "max": ppm.max_value}))
+    return 0
+
+
+if __name__ == "__main__":
+    main_guard(main)
