@@ -43,7 +43,7 @@ def _reset_hwm() -> bool:
         return False
 
 
-def badge_child(mode: str, n: int, c: int, d: int, k: int, seed: int) -> None:
+def badge_child(mode: str, n: int, c: int, d: int, k: int, seed: int, device: str = "cpu") -> None:
     import numpy as np
     import torch
     from core.selection import kmeanspp_badge
@@ -51,12 +51,24 @@ def badge_child(mode: str, n: int, c: int, d: int, k: int, seed: int) -> None:
     probs = torch.softmax(torch.randn(n, c, generator=g) * 3, 1)
     h = torch.randn(n, d, generator=g).relu_()
     input_bytes = (probs.numel() + h.numel()) * 4
-    ok = _reset_hwm()
-    base = _hwm_kib()
+    cuda = device == "cuda"
+    if cuda:
+        probs, h = probs.cuda(), h.cuda()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        ok = _reset_hwm()
+        base = _hwm_kib()
     t = time.perf_counter()
     picks = kmeanspp_badge(probs, h, k, np.random.default_rng(seed), dense=(mode == "dense"))
+    if cuda:
+        torch.cuda.synchronize()
     secs = time.perf_counter() - t
-    extra = (_hwm_kib() - base) * 1024 if ok else -1
+    if cuda:
+        extra = torch.cuda.max_memory_allocated() - base
+    else:
+        extra = (_hwm_kib() - base) * 1024 if ok else -1
     print(json.dumps({"mode": mode, "seconds": secs, "extra_bytes": extra, "input_bytes": input_bytes,
                       "picks_head": picks[:20].tolist(), "n_unique": len(set(picks.tolist()))}))
 
@@ -65,12 +77,12 @@ def run_badge(args) -> dict:
     out = {}
     for mode in ("factorised", "dense"):
         cmd = [sys.executable, __file__, "--_badge-child", mode, "--n", str(args.n), "--k", str(args.k),
-               "--c", str(args.c), "--d", str(args.d)]
+               "--c", str(args.c), "--d", str(args.d), "--device", args.device]
         r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
         if r.returncode != 0:
             raise SystemExit(f"{mode} BADGE failed: {r.stderr.strip().splitlines()[-1]}")
         out[mode] = json.loads(r.stdout.strip().splitlines()[-1])
-        print(f"  BADGE {mode:10s}: {out[mode]['seconds']:.2f} s, peak extra memory "
+        print(f"  BADGE {mode:10s}: {out[mode]['seconds']:.2f} s, peak extra {'GPU ' if args.device == 'cuda' else ''}memory "
               f"{out[mode]['extra_bytes'] / 2**20:.0f} MiB", flush=True)
     return out
 
@@ -122,7 +134,7 @@ def main():
     p.add_argument("--_badge-child", dest="child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        return badge_child(args.child, args.n, args.c, args.d, args.k, 0)
+        return badge_child(args.child, args.n, args.c, args.d, args.k, 0, args.device)
 
     import torch
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")

@@ -30,6 +30,7 @@ for _name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lig
     logging.getLogger(_name).setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*bf16.*")
+warnings.filterwarnings("ignore", ".*LeafSpec.*")
 warnings.filterwarnings("ignore", ".*predict_dataloader.*|.*val_dataloader.*|.*train_dataloader.*")
 
 
@@ -154,6 +155,19 @@ class KeepBest(L.Callback):
             self.best, self.state = v, copy.deepcopy(module.net.state_dict())
 
 
+def fit_interruptible(trainer: L.Trainer, module, *loaders) -> None:
+    """``trainer.fit`` that lets Ctrl-C reach the CLI as ``KeyboardInterrupt``: Lightning turns it into
+    ``SystemExit(1)`` and ignores further SIGINTs, which would hide the "rerun with --resume" note."""
+    import signal
+    try:
+        trainer.fit(module, *loaders)
+    except SystemExit:
+        if trainer.interrupted:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt from None
+        raise
+
+
 def score(metric: str, y_true, y_pred, n_classes: int) -> float:
     return balanced_accuracy(y_true, y_pred, n_classes) if metric == "balanced_accuracy" else accuracy(y_true, y_pred)
 
@@ -204,7 +218,7 @@ def fit(train: ImageData, val: ImageData, cfg: TrainConfig, n_classes: int, mean
                         precision=_precision(cfg, device), logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                         deterministic=device == "cpu", callbacks=[keep])
-    trainer.fit(module, loader, val_loader)
+    fit_interruptible(trainer, module, loader, val_loader)
     if keep.state is not None:
         net.load_state_dict(keep.state)
     net.eval()
