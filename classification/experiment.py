@@ -22,9 +22,12 @@ from core.query import Evidence
 from core.store import RunStore
 
 from . import data as D
-from .presets import Preset
-from .regimes import Regime
+from . import rollout
+from .presets import ROLLOUT_IMAGE_SIZE, Preset
+from .regimes import Regime, regime as get_regime
 from .training import TrainConfig, embed, fit
+
+PARADIGMS = ("supervised", "selfsl", "fixmatch")
 
 
 @dataclass
@@ -41,20 +44,34 @@ class Prepared:
 
 
 @functools.lru_cache(maxsize=4)
-def _splits(dataset: str, seed: int, data_dir: str | None, download: bool) -> D.Splits:
+def _splits(dataset: str, seed: int, data_dir: str | None, download: bool, image_size: int,
+            max_train: int | None, max_test: int | None, cache_dir: str | None) -> D.Splits:
+    if rollout.is_rollout(dataset):
+        return rollout.load_rollout(dataset, seed, data_dir, size=image_size, max_train=max_train,
+                                    max_val=None if max_train is None else 2000, max_test=max_test, cache_dir=cache_dir)
     return D.load_splits(dataset, seed, data_dir, download)
 
 
-def prepare(dataset: str, regime: Regime, preset: Preset, seed: int, data_dir: str | None = None,
-            download: bool = False) -> Prepared:
-    s = _splits(dataset, seed, data_dir, download)
+def prepare(dataset: str, regime_name: str, paradigm: str, preset: Preset, seed: int, data_dir: str | None = None,
+            download: bool = False, image_size: int | None = None, cache_dir: str | None = None) -> Prepared:
+    """Splits, pool subset, starting budget and validation subset of one seed; the regime follows
+    Table A.4 (roll-out data: the same rule from the class count), capped by the preset's rounds."""
+    s = _splits(dataset, seed, data_dir, download, image_size or ROLLOUT_IMAGE_SIZE[preset.name],
+                preset.pool_size, preset.test_size, cache_dir)
+    regime = get_regime(dataset, regime_name, paradigm, s.n_classes, len(s.val))
+    if preset.max_rounds is not None and regime.rounds > preset.max_rounds:
+        regime = replace(regime, rounds=preset.max_rounds)
     rng = np.random.default_rng([seed, 0xC1])
     pool_ids = D.subsample(s.train.targets, preset.pool_size, rng, s.n_classes)
     pool = s.train.subset(pool_ids)
     test_ids = D.subsample(s.test.targets, preset.test_size, np.random.default_rng(0xE5), s.n_classes)
     val_size = min(regime.val_size, len(s.val))
-    val_ids = D.label_strategy(s.val.targets, val_size - val_size % s.n_classes, s.n_classes,
-                               np.random.default_rng([seed, 0xA2]), balanced=True)
+    if rollout.is_rollout(dataset):  # §4.5: 25 per class first, the rest at random from the split
+        val_ids = D.label_strategy(s.val.targets, val_size, s.n_classes, np.random.default_rng([seed, 0xA2]),
+                                   balanced=False, first_per_class=25)
+    else:
+        val_ids = D.label_strategy(s.val.targets, val_size - val_size % s.n_classes, s.n_classes,
+                                   np.random.default_rng([seed, 0xA2]), balanced=True)
     start = D.label_strategy(pool.targets, regime.start, s.n_classes, np.random.default_rng([seed, 0xB3]),
                              balanced=not s.imbalanced)
     need = regime.start + sum(regime.query_sizes)
@@ -81,8 +98,11 @@ class ClassificationRun:
     reuses the deterministic round-0 model of an identical configuration instead of retraining it."""
 
     def __init__(self, prep: Prepared, method: Q.QueryMethod, cfg: TrainConfig, device: str,
-                 round0_cache: dict | None = None, log=None):
+                 round0_cache: dict | None = None, log=None, paradigm: str = "supervised",
+                 pretrained: dict | None = None):
         self.p, self.method, self.device = prep, method, device
+        self.paradigm, self.pretrained = paradigm, pretrained
+        self.augment = rollout.augmenter_for(prep.splits)
         self.cfg = replace(cfg, dropout=float(method.model.get("dropout", cfg.dropout)))
         self.cache = round0_cache if round0_cache is not None else {}
         self.log = log or (lambda m: None)
@@ -95,8 +115,16 @@ class ClassificationRun:
         if cycle == 0 and key in self.cache:
             net, self.last_fit = self.cache[key]
             return net
-        net, info = fit(self.p.pool_data.subset(pool.labelled), self.p.val_data, self.cfg, s.n_classes, s.mean, s.std,
-                        s.metric, s.imbalanced, train_seed(self.p.seed, cycle), self.device)
+        args = (self.p.pool_data.subset(pool.labelled), self.p.val_data, self.cfg, s.n_classes, s.mean, s.std,
+                s.metric, s.imbalanced, train_seed(self.p.seed, cycle), self.device)
+        if self.paradigm == "selfsl":
+            from .selfsl import fit_selfsl
+            net, info = fit_selfsl(*args, pretrained_state=self.pretrained, augment=self.augment)
+        elif self.paradigm == "fixmatch":
+            from .fixmatch import fit_fixmatch
+            net, info = fit_fixmatch(*args, unlabelled=self.p.pool_data.subset(pool.unlabelled), augment=self.augment)
+        else:
+            net, info = fit(*args, augment=self.augment)
         self.last_fit = info
         if cycle == 0:
             self.cache[key] = (net, info)
@@ -143,25 +171,27 @@ class ClassificationRun:
 
 
 def run_config(dataset: str, regime: Regime, paradigm: str, method: str, seed: int, preset: Preset,
-               cfg: TrainConfig) -> dict:
-    """The resolved config stored in the run directory (everything that defines the numbers)."""
+               cfg: TrainConfig, extra: dict | None = None) -> dict:
+    """The resolved config stored in the run directory (everything that defines the numbers);
+    ``extra`` holds e.g. the tuned hyper-parameters and the SimCLR checkpoint used."""
     return {"experiment": "classification", "dataset": dataset, "regime": asdict(regime), "paradigm": paradigm,
             "method": method, "seed": seed, "preset": preset.name, "pool_size": preset.pool_size,
-            "test_size": preset.test_size, "train": asdict(cfg)}
+            "test_size": preset.test_size, "train": asdict(cfg), **(extra or {})}
 
 
 def run_one(prep: Prepared, method_name: str, paradigm: str, preset: Preset, cfg: TrainConfig, run_dir: Path,
-            resume: bool, device: str, round0_cache: dict | None = None, progress=None) -> list[dict]:
+            resume: bool, device: str, round0_cache: dict | None = None, progress=None,
+            pretrained: dict | None = None, extra_config: dict | None = None) -> list[dict]:
     method = Q.get(method_name, "classification")
     regime = prep.regime
-    config = run_config(prep.splits.name, regime, paradigm, method_name, prep.seed, preset, cfg)
+    config = run_config(prep.splits.name, regime, paradigm, method_name, prep.seed, preset, cfg, extra_config)
     store = RunStore(run_dir, config, resume=resume)
     if store.done:
         return store.records
     pool = Pool(len(prep.pool_data), val_ids=np.arange(len(prep.val_data)), test_ids=np.arange(len(prep.test_data)))
     if store.pool_state is None:
         pool.label(prep.start_ids, 0)
-    run = ClassificationRun(prep, method, cfg, device, round0_cache)
+    run = ClassificationRun(prep, method, cfg, device, round0_cache, paradigm=paradigm, pretrained=pretrained)
     loop = ActiveLearningLoop(pool, train=run.train, evaluate=run.evaluate, evidence=run.evidence, query=method,
                               query_sizes=regime.query_sizes, store=store, seed=prep.seed, progress=progress)
     return loop.run()

@@ -36,13 +36,19 @@ _TABLE["fashion_mnist"] = _TABLE["cifar10"]
 _TABLE["fashion_mnist_lt"] = _TABLE["cifar10_lt"]
 
 
-def regime(dataset: str, name: str, paradigm: str = "supervised") -> Regime:
+def regime(dataset: str, name: str, paradigm: str = "supervised", n_classes: int | None = None,
+           val_split: int | None = None) -> Regime:
+    """Table A.4 for the development datasets; for roll-out / folder data the same rule from the
+    class count (5C / 25C / 100C, 10 rounds, validation 5 × start capped by the validation split)."""
     if name not in REGIMES:
         raise UserError(f"unknown regime {name!r}; valid: {', '.join(REGIMES)}")
-    try:
+    if dataset in _TABLE:
         start, query, rounds, val = _TABLE[dataset][name]
-    except KeyError:
-        raise UserError(f"no label-regime table for dataset {dataset!r}") from None
+    elif n_classes is not None and val_split is not None:
+        from .rollout import regime_table
+        start, query, rounds, val = regime_table(n_classes, val_split)[name]
+    else:
+        raise UserError(f"no label-regime table for dataset {dataset!r}")
     if paradigm == "fixmatch":  # Semi-SL: query size 3 × start, 4 rounds (final budget still 10 × start)
         query, rounds = 3 * start, 4
     return Regime(name, start, query, rounds, val)

@@ -105,9 +105,10 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 class SupervisedModule(L.LightningModule):
     def __init__(self, net: ResNet18, cfg: TrainConfig, mean, std, steps_per_epoch: int,
-                 metric: str, n_classes: int, class_weights: torch.Tensor | None = None):
+                 metric: str, n_classes: int, class_weights: torch.Tensor | None = None, augment=None):
         super().__init__()
         self.net, self.cfg, self.mean, self.std = net, cfg, mean, std
+        self.augment = augment or augment_batch
         self.steps_per_epoch, self.metric, self.n_classes = steps_per_epoch, metric, n_classes
         self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(n_classes))
         self._val_pred: list[torch.Tensor] = []
@@ -115,7 +116,7 @@ class SupervisedModule(L.LightningModule):
 
     def training_step(self, batch, _):
         x, y = batch
-        logits = self.net(normalise(augment_batch(x, self.cfg.augmentation), self.mean, self.std))
+        logits = self.net(normalise(self.augment(x, self.cfg.augmentation), self.mean, self.std))
         return F.cross_entropy(logits.float(), y, weight=self.class_weights)
 
     def validation_step(self, batch, _):
@@ -192,10 +193,14 @@ def _cpu_bf16() -> bool:
 
 
 def fit(train: ImageData, val: ImageData, cfg: TrainConfig, n_classes: int, mean, std, metric: str,
-        imbalanced: bool, seed: int, device: str = "cpu") -> tuple[ResNet18, dict]:
-    """Train a fresh ResNet-18 on ``train``; return it at its best validation epoch and a summary."""
+        imbalanced: bool, seed: int, device: str = "cpu", *, augment=None,
+        callbacks=None) -> tuple[ResNet18, dict]:
+    """Train a fresh ResNet-18 on ``train``; return it at its best validation epoch and a summary.
+
+    ``augment(x_u8, name) -> float 0..255`` replaces the CIFAR transforms (roll-out datasets);
+    ``callbacks`` are extra Lightning callbacks (e.g. Optuna pruning)."""
     L.seed_everything(seed, workers=True, verbose=False)
-    net = ResNet18(n_classes, width=cfg.width, dropout=cfg.dropout)
+    net = ResNet18(n_classes, width=cfg.width, dropout=cfg.dropout, cifar_stem=train.images.shape[-1] <= 64)
     length = max(cfg.min_train, len(train))
     class_weights = None
     counts = np.bincount(train.targets, minlength=n_classes).astype(np.float64)
@@ -212,12 +217,12 @@ def fit(train: ImageData, val: ImageData, cfg: TrainConfig, n_classes: int, mean
     bs = min(cfg.batch_size, length)
     loader = Batches(train, bs, sampler, drop_last=True)
     val_loader = Batches(val, cfg.eval_batch_size)
-    module = SupervisedModule(net, cfg, mean, std, len(loader), metric, n_classes, class_weights)
+    module = SupervisedModule(net, cfg, mean, std, len(loader), metric, n_classes, class_weights, augment)
     keep = KeepBest()
     trainer = L.Trainer(max_epochs=cfg.epochs, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
                         precision=_precision(cfg, device), logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        deterministic=device == "cpu", callbacks=[keep])
+                        deterministic=device == "cpu", callbacks=[keep, *(callbacks or [])])
     fit_interruptible(trainer, module, loader, val_loader)
     if keep.state is not None:
         net.load_state_dict(keep.state)

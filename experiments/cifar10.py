@@ -12,6 +12,7 @@ seeds), ``table.md``/``table.csv`` (AUBC and final metric per method) and, with 
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -22,24 +23,43 @@ from core.errors import UserError
 from experiments.common import Parser, Progress, add_common_args, choice, main_guard, resolve_device
 
 DEFAULT_METHODS = ("random", "entropy", "badge")
-PARADIGMS = ("supervised",)
+
+
+def dataset_type(value: str) -> str:
+    from classification.data import DATASETS
+    from classification.rollout import DATASETS as ROLLOUT
+    if value in DATASETS + ROLLOUT or (value.startswith("folder:") and len(value) > 7):
+        return value
+    raise argparse.ArgumentTypeError(f"unknown dataset {value!r}; valid: {', '.join(DATASETS + ROLLOUT)}, folder:PATH")
 
 
 def build_parser() -> Parser:
-    from classification.data import DATASETS
+    from classification.experiment import PARADIGMS
     from classification.regimes import REGIMES
     methods = Q.names("classification")
     p = Parser(prog="python -m experiments.cifar10", description=__doc__)
     p.add_argument("--regime", type=choice(REGIMES, "regime"), default="low",
                    help="label regime of Table A.4: starting budget = query size = 5C / 25C / 100C, "
                         "10 rounds, validation subset 5x the starting budget (default: low)")
-    p.add_argument("--dataset", type=choice(DATASETS, "dataset"), default="fashion_mnist",
+    p.add_argument("--dataset", type=dataset_type, default="fashion_mnist",
                    help="fashion_mnist (offline default, Debian package dataset-fashion-mnist), "
-                        "fashion_mnist_lt, cifar10, cifar10_lt (rho=50), cifar100 (default: fashion_mnist)")
+                        "fashion_mnist_lt, cifar10, cifar10_lt (rho=50), cifar100, the roll-out sets isic2019 "
+                        "(ISIC_2019_Training_GroundTruth.csv + ISIC_2019_Training_Input/) and miotcd (class "
+                        "folders), or folder:PATH (ImageFolder layout, your own data) (default: fashion_mnist)")
     p.add_argument("--method", nargs="+", type=choice(methods, "method"), default=list(DEFAULT_METHODS),
                    metavar="M", help=f"query methods, any of: {', '.join(methods)} (default: {' '.join(DEFAULT_METHODS)})")
     p.add_argument("--paradigm", type=choice(PARADIGMS, "paradigm"), default="supervised",
-                   help="training paradigm (default: supervised)")
+                   help="supervised (ResNet-18 from scratch), selfsl (SimCLR pre-training with lightly, cached "
+                        "per dataset and seed, then fine-tuning with an MLP head) or fixmatch (semi-supervised; "
+                        "query size 3x the start, 4 rounds) (default: supervised)")
+    p.add_argument("--tune", action="store_true",
+                   help="tune lr x weight decay (x augmentation) with Optuna on the starting budget and the "
+                        "validation subset once per seed (grids of A.4); the best trial is stored and used by "
+                        "every cycle and method; an interrupted study resumes")
+    p.add_argument("--image-size", type=int, default=None, metavar="PX",
+                   help="roll-out/folder data: side length the images are resized to (default: 224 thesis, 64 laptop, 32 smoke)")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="SimCLR checkpoints and decoded roll-out images (default: OUT/.cache)")
     p.add_argument("--imbalance", type=choice(("oversample", "weighted_ce"), "imbalance handling"), default="oversample",
                    help="long-tailed data only: class-balanced oversampling (thesis main setting for ST) or "
                         "weighted cross-entropy with sklearn 'balanced' weights (default: oversample)")
@@ -54,28 +74,50 @@ def build_parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from classification.experiment import prepare, run_one
-    from classification.presets import PRESETS
-    from classification.regimes import regime as get_regime
-
-    import torch
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    from classification.presets import PRESETS, train_config
+    import numpy as np
     device = resolve_device(args.device)
     preset = PRESETS[args.preset]
-    train_cfg = replace(preset.train, imbalance=args.imbalance)
-    reg = get_regime(args.dataset, args.regime, args.paradigm)
-    if preset.max_rounds is not None and reg.rounds > preset.max_rounds:
-        reg = replace(reg, rounds=preset.max_rounds)
+    base_cfg = replace(train_config(args.paradigm, args.dataset, preset), imbalance=args.imbalance)
     if args.seeds < 1:
         raise UserError("--seeds must be >= 1")
     methods = list(dict.fromkeys(args.method))
     seeds = [args.seed_offset + k for k in range(args.seeds)]
-    root = Path(args.out) / args.dataset / args.regime / args.paradigm
+    root = Path(args.out) / args.dataset.replace("folder:", "folder_").replace("/", "_") / args.regime / args.paradigm
+    cache_dir = Path(args.cache_dir or Path(args.out) / ".cache")
 
     runs = []
     with Progress(args.quiet) as pr:
-        total = pr.task(f"{args.dataset}/{args.regime}: {len(methods)} methods x {len(seeds)} seeds", len(methods) * len(seeds) * reg.rounds)
+        total = None
         for seed in seeds:
-            prep = prepare(args.dataset, reg, preset, seed, args.data_dir, args.download)
+            prep = prepare(args.dataset, args.regime, args.paradigm, preset, seed, args.data_dir, args.download,
+                           args.image_size, str(cache_dir / "images"))
+            reg = prep.regime
+            if total is None:
+                total = pr.task(f"{args.dataset}/{args.regime}: {len(methods)} methods x {len(seeds)} seeds",
+                                len(methods) * len(seeds) * reg.rounds)
+            cfg, extra, ckpt = base_cfg, {}, None
+            if args.paradigm == "selfsl":
+                from classification.selfsl import pretrain_config, pretrain_splits
+                ckpt = pretrain_splits(prep.splits, pretrain_config(args.dataset, preset.name), seed, device,
+                                       cache_dir / "simclr", images=prep.pool_data.images, progress=pr.log)
+                extra["pretrained"] = {k: ckpt.get(k) for k in ("tag", "seed", "n_images", "arch", "config", "knn_history")}
+            if args.tune:
+                from classification.experiment import train_seed
+                from classification.rollout import augmenter_for
+                from classification.tuning import apply_params, make_fit_fn, tune
+                rest = np.setdiff1d(np.arange(len(prep.pool_data)), prep.start_ids)
+                fit_fn = make_fit_fn(args.paradigm, prep.pool_data.subset(prep.start_ids), prep.val_data,
+                                     prep.splits.n_classes, prep.splits.mean, prep.splits.std, prep.splits.metric,
+                                     prep.splits.imbalanced, train_seed(seed, 0), device,
+                                     unlabelled=prep.pool_data.subset(rest), pretrained_state=ckpt,
+                                     augment=augmenter_for(prep.splits))
+                params, best_path = tune(args.paradigm, fit_fn, cfg, root / "tuning" / f"seed{seed}",
+                                         key={"dataset": args.dataset, "regime": args.regime, "seed": seed,
+                                              "preset": preset.name}, seed=seed, progress=pr.log)
+                cfg = apply_params(cfg, params)
+                extra["tuned"] = {"params": params, "study": str(best_path)}
+                pr.log(f"seed {seed}: tuned {params} (study: {best_path})")
             cache: dict = {}
             for m in methods:
                 desc = f"{m} seed {seed}"
@@ -84,8 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if "training" in msg:
                         pr.advance(total, 0, f"{_d}: {msg}")
 
-                records = run_one(prep, m, args.paradigm, preset, train_cfg, root / m / f"seed{seed}",
-                                  args.resume, device, cache, progress)
+                records = run_one(prep, m, args.paradigm, preset, cfg, root / m / f"seed{seed}",
+                                  args.resume, device, cache, progress, pretrained=ckpt, extra_config=extra)
                 pr.advance(total, reg.rounds)
                 runs.append({"method": m, "seed": seed, "setting": f"{args.dataset}/{args.regime}",
                              "budgets": [r["budget"] for r in records],

@@ -85,3 +85,33 @@ def test_kill_and_resume_gives_identical_final_records(tmp_path, monkeypatch):
     strip = lambda p: [{k: v for k, v in r.items() if k != "timings"} for r in json.loads(p.read_text())["records"]]
     assert strip(tmp_path / "cut" / run) == strip(tmp_path / "full" / run)
     assert len(strip(tmp_path / "full" / run)) == 3
+
+
+@needs_fmnist
+@pytest.mark.parametrize("paradigm", ["selfsl", "fixmatch"])
+def test_paradigms_end_to_end(tmp_path, paradigm):
+    from experiments.cifar10 import main
+    assert main(["--preset", "smoke", "--seeds", "1", "--method", "random", "badge", "--paradigm", paradigm,
+                 "--out", str(tmp_path), "--quiet"]) == 0
+    root = tmp_path / "fashion_mnist" / "low" / paradigm
+    recs = [json.loads(x) for x in (root / "badge" / "seed0" / "cycles.jsonl").read_text().splitlines()]
+    cfg = json.loads((root / "badge" / "seed0" / "config.json").read_text())["config"]
+    if paradigm == "fixmatch":  # query size 3 x start
+        assert [r["budget"] for r in recs] == [50, 200, 350]
+    else:
+        assert [r["budget"] for r in recs] == [50, 100, 150]
+        assert cfg["pretrained"]["tag"] == "fashion_mnist" and cfg["pretrained"]["seed"] == 0
+        assert any((tmp_path / ".cache" / "simclr").glob("*.pt"))  # cached, reused by every method
+
+
+@needs_fmnist
+def test_tune_best_trial_is_used_by_all_cycles(tmp_path):
+    from experiments.cifar10 import main
+    args = ["--preset", "smoke", "--seeds", "1", "--method", "random", "entropy", "--tune", "--out", str(tmp_path), "--quiet"]
+    assert main(args) == 0
+    root = tmp_path / "fashion_mnist" / "low" / "supervised"
+    best = json.loads((root / "tuning" / "seed0" / "best.json").read_text())
+    for m in ("random", "entropy"):
+        cfg = json.loads((root / m / "seed0" / "config.json").read_text())["config"]
+        assert cfg["tuned"]["params"] == best["params"]
+        assert all(cfg["train"][k] == v for k, v in best["params"].items())
