@@ -43,8 +43,9 @@ def choice(valid: Sequence[str], what: str) -> Callable[[str], str]:
 def add_common_args(p: argparse.ArgumentParser, default_out: str) -> None:
     g = p.add_argument_group("run control")
     g.add_argument("--seeds", type=int, default=3, metavar="N",
-                   help="number of repetitions (seeds 0..N-1 + --seed-offset); each seed draws its own "
-                        "validation split and starting budget (default: 3, as in the thesis)")
+                   help="number of repetitions (seeds S..S+N-1, S = --seed-offset); every random choice of a "
+                        "run (splits where the experiment draws them, training, queries) follows its seed "
+                        "(default: 3, as in the thesis)")
     g.add_argument("--seed-offset", type=int, default=0, metavar="S", help="first seed (default 0)")
     g.add_argument("--out", default=default_out, metavar="DIR",
                    help=f"output root; one run directory per method and seed below it (default: {default_out})")

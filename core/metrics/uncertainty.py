@@ -29,6 +29,7 @@ Conventions (see ``uncertainty.md`` §10):
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 
 __all__ = ["auroc", "rc_curve", "aurc", "optimal_aurc", "eaurc", "platt_fit", "platt_apply",
            "ace", "ncc", "dice_matrix", "ged"]
@@ -121,7 +122,7 @@ def platt_fit(scores, targets, mask=None, iters: int = 50) -> tuple[np.ndarray, 
     A = np.zeros(len(s))
     B = np.log((npos[:, 0] + 1) / (nneg[:, 0] + 1))
     for _ in range(iters):
-        p = 1 / (1 + np.exp(-(A[:, None] * z + B[:, None])))
+        p = expit(A[:, None] * z + B[:, None])
         g = (p - tt) * w
         h = np.maximum(p * (1 - p), 1e-12) * w
         gA, gB = (g * z).sum(1), g.sum(1)
@@ -138,7 +139,7 @@ def platt_fit(scores, targets, mask=None, iters: int = 50) -> tuple[np.ndarray, 
 
 
 def platt_apply(scores, a: float, b: float) -> np.ndarray:
-    return 1 / (1 + np.exp(-(a * _np(scores) + b)))
+    return expit(a * _np(scores) + b)
 
 
 def ace(confidences, correct, n_bins: int = 20, mask=None) -> np.ndarray:

@@ -1,0 +1,410 @@
+"""Datasets of the testbed: the seeded toy generator (2D / 3D) and a loader for MSD / nnU-Net layouts.
+
+Every dataset is a :class:`SegData` with five splits (``uncertainty.md`` §7):
+
+* ``train`` / ``val``  — i.i.d. cases (models train on i.i.d. data only; ``val`` picks the
+  threshold λ and the Platt parameters);
+* ``test_iid`` / ``test_ood`` — the test sets of the separation study and of FD / CALIB / AM;
+* ``pool`` — the unlabelled pool (i.i.d. + shifted) of OoD detection and active learning.
+
+Each case carries its image(s), all rater masks (the aleatoric reference is their pixel-wise
+variance), an OoD flag, an "ambiguous" flag (raters disagree somewhere) and the kind of shift.
+
+Toy generator (``uncertainty.md`` §7.1, re-done in 2D/3D with analytic masks instead of voxelised
+meshes): spheres (discs) of extent ``r ∈ [size/5, size/2]`` placed fully inside the image;
+aleatoric uncertainty = Gaussian blur extending the boundary outward plus three raters that cut the
+blurred object at volumes of ≈10 %, 55 % and 100 % of ``image ≥ 0.1``; epistemic uncertainty =
+test objects with a different grey value (×U(0.5, 0.9)), shape (cubes/squares) or position
+(partly beyond the border).  Background noise (every pixel below 0.1 becomes 0 or U(0, 1) with
+equal probability) is added after the labels are made; images are z-scored per case.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from core.errors import UserError
+
+SPLITS = ("train", "val", "test_iid", "test_ood", "pool")
+RATER_PERC = np.array([0.10, 0.55, 1.00])  # rater volumes relative to ``image >= 0.1``
+
+
+@dataclass
+class Split:
+    images: np.ndarray      # float32 [N, Cin, *S], z-scored per case
+    raters: np.ndarray      # uint8 [N, R, *S], binary masks
+    ood: np.ndarray         # bool [N]
+    ambiguous: np.ndarray   # bool [N], raters disagree somewhere
+    shift: np.ndarray       # str [N]: none | gray | shape | border | ood
+    ids: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, idx) -> "Split":
+        idx = np.asarray(idx, dtype=np.int64)
+        return Split(self.images[idx], self.raters[idx], self.ood[idx], self.ambiguous[idx],
+                     self.shift[idx], [self.ids[i] for i in idx])
+
+    @staticmethod
+    def concat(parts: Sequence["Split"]) -> "Split":
+        return Split(np.concatenate([p.images for p in parts]), np.concatenate([p.raters for p in parts]),
+                     np.concatenate([p.ood for p in parts]), np.concatenate([p.ambiguous for p in parts]),
+                     np.concatenate([p.shift for p in parts]), sum((list(p.ids) for p in parts), []))
+
+    def reference_variance(self) -> np.ndarray:
+        """Aleatoric reference map: population variance of the binary rater labels, [N, *S]."""
+        return self.raters.astype(np.float32).var(axis=1)
+
+
+@dataclass
+class SegData:
+    name: str
+    dim: int
+    splits: dict
+    n_classes: int = 2
+
+    @property
+    def spatial(self) -> tuple:
+        return tuple(self.splits["train"].images.shape[2:])
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.splits["train"].images.shape[1])
+
+    def summary(self) -> str:
+        parts = []
+        for k in SPLITS:
+            s = self.splits[k]
+            parts.append(f"{k}={len(s)} (ood {int(s.ood.sum())}, ambiguous {int(s.ambiguous.sum())})")
+        return f"{self.name}: {self.dim}D {self.spatial}, " + ", ".join(parts)
+
+
+# ============================================================================ toy generator
+@dataclass(frozen=True)
+class ToyConfig:
+    dim: int = 2
+    size: int = 64
+    blur_sigma: float = 4.0        # for a 64-pixel image; scales with ``size``
+    blur_fraction: float = 0.5     # share of blurred (ambiguous) cases in train / val / i.i.d. pool
+    n_train: int = 160
+    n_val: int = 40
+    n_test_iid: int = 21           # per kind: this many unblurred + this many blurred i.i.d. cases
+    n_test_ood: int = 21           # split evenly over the grey / shape / border shifts
+    n_pool_iid: int = 40
+    n_pool_ood: int = 40
+    noise: bool = True
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _axes(dim: int, size: int) -> list[np.ndarray]:
+    """Pixel-centre coordinates per axis, shaped to broadcast against [N, *S]."""
+    c = np.arange(size, dtype=np.float32) + 0.5
+    return [c.reshape((1,) + tuple(size if i == a else 1 for i in range(dim))) for a in range(dim)]
+
+
+def _objects(rng: np.random.Generator, n: int, dim: int, size: int, shape: str, over_border: bool) -> np.ndarray:
+    """Binary object images [n, *S] (float32), all cases at once."""
+    ext = rng.integers(size // 5, size // 2 + 1, size=n).astype(np.float32)       # object extent
+    hi = (size - ext)[:, None]
+    off = np.floor(rng.random((n, dim)) * (hi + 1))                                 # U_int[0, size−ext]
+    if over_border:
+        k = rng.integers(1, 2 ** dim, size=n)                                      # non-zero bit pattern
+        bits = ((k[:, None] >> np.arange(dim)[None]) & 1).astype(bool)
+        lo = -np.floor(2 / 3 * ext)[:, None]
+        off_out = lo + np.floor(rng.random((n, dim)) * (-lo + 1))                   # U_int[−⌊2/3 ext⌋, 0]
+        off = np.where(bits, off_out, off)
+    centre = off + ext[:, None] / 2
+    if over_border:                                                                 # random mirror per axis
+        flip = rng.random((n, dim)) < 0.5
+        centre = np.where(flip, size - centre, centre)
+    half = ext / 2
+    d = [(ax - centre[:, a].reshape((n,) + (1,) * dim)) / half.reshape((n,) + (1,) * dim)
+         for a, ax in enumerate(_axes(dim, size))]
+    if shape == "sphere":
+        inside = sum(x * x for x in d) <= 1.0
+    elif shape == "cube":
+        inside = np.max(np.stack([np.abs(x) for x in np.broadcast_arrays(*d)]), axis=0) <= 1.0
+    else:
+        raise ValueError(shape)
+    return inside.astype(np.float32)
+
+
+def _quantile_rows(x: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Per-row linear-interpolated quantile (numpy's default method): x [N, V], q [N, K] → [N, K]."""
+    s = np.sort(x, axis=1)
+    pos = q * (x.shape[1] - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, x.shape[1] - 1)
+    vlo, vhi = np.take_along_axis(s, lo, 1), np.take_along_axis(s, hi, 1)
+    return vlo + (vhi - vlo) * (pos - lo)
+
+
+def _raters(img: np.ndarray) -> np.ndarray:
+    """Three rater masks per case (before noise): ``image ≥ quantile(1 − p·ratio)`` for p ∈
+    {0.10, 0.55, 1.00}, ratio = share of ``image ≥ 0.1``.  Identical masks on binary images."""
+    n = len(img)
+    flat = img.reshape(n, -1)
+    ratio = (flat >= 0.1).mean(1)
+    q = np.clip(1 - RATER_PERC[None] * ratio[:, None], 0, 1)
+    thr = _quantile_rows(flat, q)                                                   # [N, 3]
+    masks = flat[:, None, :] >= thr[:, :, None]
+    return masks.reshape((n, len(RATER_PERC)) + img.shape[1:]).astype(np.uint8)
+
+
+def _make_cases(rng: np.random.Generator, cfg: ToyConfig, n: int, *, shape="sphere", blur=False,
+                gray=False, over_border=False, shift="none", prefix="c") -> Split:
+    from scipy.ndimage import gaussian_filter
+    dim, size = cfg.dim, cfg.size
+    if n == 0:
+        return Split(np.zeros((0, 1) + (size,) * dim, np.float32), np.zeros((0, 3) + (size,) * dim, np.uint8),
+                     np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, "<U6"), [])
+    img = _objects(rng, n, dim, size, shape, over_border)
+    if gray:
+        img *= rng.uniform(0.5, 0.9, size=n).astype(np.float32).reshape((n,) + (1,) * dim)
+    if blur:
+        sig = (0,) + (cfg.blur_sigma * size / 64,) * dim
+        img = gaussian_filter(img, sigma=sig, mode="constant").astype(np.float32)
+    raters = _raters(img)
+    if cfg.noise:
+        bg = img < 0.1
+        keep_zero = rng.random(img.shape) < 0.5
+        img = np.where(bg, np.where(keep_zero, 0.0, rng.random(img.shape)), img).astype(np.float32)
+    flat = img.reshape(n, -1)
+    sd = flat.std(1)
+    img = ((flat - flat.mean(1, keepdims=True)) / np.where(sd > 0, sd, 1)[:, None]).reshape(img.shape)
+    amb = (raters.max(1) != raters.min(1)).reshape(n, -1).any(1)
+    ood = shift != "none"
+    return Split(img[:, None].astype(np.float32), raters, np.full(n, ood), amb,
+                 np.full(n, shift, dtype="<U6"), [f"{prefix}{i:04d}" for i in range(n)])
+
+
+def _iid(rng, cfg: ToyConfig, n: int, blur_frac: float, prefix: str) -> Split:
+    nb = int(round(n * blur_frac))
+    parts = [_make_cases(rng, cfg, nb, blur=True, prefix=prefix + "b"),
+             _make_cases(rng, cfg, n - nb, blur=False, prefix=prefix + "s")]
+    s = Split.concat(parts)
+    return s.subset(rng.permutation(len(s)))
+
+
+def _shifted(rng, cfg: ToyConfig, n: int, prefix: str) -> Split:
+    k = [n // 3 + (1 if i < n % 3 else 0) for i in range(3)]
+    return Split.concat([_make_cases(rng, cfg, k[0], gray=True, shift="gray", prefix=prefix + "g"),
+                         _make_cases(rng, cfg, k[1], shape="cube", shift="shape", prefix=prefix + "q"),
+                         _make_cases(rng, cfg, k[2], over_border=True, shift="border", prefix=prefix + "o")])
+
+
+def make_toy(cfg: ToyConfig) -> SegData:
+    """The toy dataset of scenario 3b (``uncertainty.md`` Table B.1) plus an unlabelled pool.
+    ``blur_fraction=1`` gives scenario-1-like training data, ``0`` scenario 2."""
+    if cfg.dim not in (2, 3):
+        raise UserError(f"toy data is 2D or 3D, not {cfg.dim}D")
+    if cfg.size < 16:
+        raise UserError("toy image size must be at least 16")
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, cfg.dim, cfg.size, 5]))
+    train = _iid(rng, cfg, cfg.n_train, cfg.blur_fraction, "tr")
+    val = _iid(rng, cfg, cfg.n_val, cfg.blur_fraction, "va")
+    test_iid = Split.concat([_make_cases(rng, cfg, cfg.n_test_iid, blur=False, prefix="tis"),
+                             _make_cases(rng, cfg, cfg.n_test_iid, blur=True, prefix="tib")])
+    test_ood = _shifted(rng, cfg, cfg.n_test_ood, "to")
+    pool = Split.concat([_iid(rng, cfg, cfg.n_pool_iid, cfg.blur_fraction, "pi"),
+                         _shifted(rng, cfg, cfg.n_pool_ood, "po")])
+    return SegData(f"toy{cfg.dim}d", cfg.dim, {
+        "train": train, "val": val,
+        "test_iid": test_iid, "test_ood": test_ood, "pool": pool})
+
+
+# ============================================================================ MSD / nnU-Net layout
+@dataclass(frozen=True)
+class MSDConfig:
+    size: int = 64                 # every case is resampled to size^D
+    test_fraction: float = 0.2     # of the i.i.d. cases
+    pool_fraction: float = 0.2     # of the i.i.d. cases (0 when the dataset lists no OoD cases)
+    val_fraction: float = 0.2      # of the remaining i.i.d. cases
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _nib():
+    try:
+        import nibabel as nib
+    except ImportError:  # pragma: no cover
+        raise UserError("reading NIfTI needs nibabel (pip install nibabel)") from None
+    return nib
+
+
+def _read(path: Path) -> np.ndarray:
+    try:
+        return np.asarray(_nib().load(str(path)).dataobj)
+    except Exception as e:  # nibabel raises many kinds
+        raise UserError(f"cannot read {path}: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+def _resolve(root: Path, p: str) -> Path:
+    q = (root / p).resolve() if not Path(p).is_absolute() else Path(p)
+    if not q.exists():
+        raise UserError(f"dataset.json lists {p}, which does not exist under {root}")
+    return q
+
+
+def _cases(root: Path, meta: dict) -> list[dict]:
+    """[{id, images: [paths], labels: [paths], ood}] from MSD ``training`` entries or nnU-Net v2 files."""
+    ood_ids = set(meta.get("values", {}).get("ood", [])) | set(meta.get("ood_cases", []))
+    out = []
+    if isinstance(meta.get("training"), list) and meta["training"]:
+        ending = meta.get("file_ending", ".nii.gz")
+        for i, e in enumerate(meta["training"]):
+            if not isinstance(e, dict) or "image" not in e or "label" not in e:
+                raise UserError(f"dataset.json training entry {i} needs 'image' and 'label'")
+            imgs = e["image"] if isinstance(e["image"], list) else [e["image"]]
+            labs = e["label"] if isinstance(e["label"], list) else [e["label"]]
+            cid = e.get("id") or Path(labs[0]).name.removesuffix(ending).removesuffix(".nii.gz").removesuffix(".nii")
+            img_paths = []
+            for p in imgs:
+                q = root / p
+                if not q.exists():  # nnU-Net v2 style entry without the channel suffix
+                    alt = sorted((root / "imagesTr").glob(Path(p).name.removesuffix(ending) + "_[0-9][0-9][0-9][0-9]" + ending))
+                    if alt:
+                        img_paths += alt
+                        continue
+                img_paths.append(_resolve(root, p))
+            out.append({"id": cid, "images": img_paths, "labels": [_resolve(root, p) for p in labs],
+                        "ood": bool(e.get("ood", False)) or cid in ood_ids})
+        return out
+    ending = meta.get("file_ending")
+    if not ending:
+        raise UserError(f"{root}/dataset.json has neither a 'training' list (MSD) nor 'file_ending' (nnU-Net v2)")
+    img_dir, lab_dir = root / "imagesTr", root / "labelsTr"
+    if not img_dir.is_dir() or not lab_dir.is_dir():
+        raise UserError(f"{root} lacks imagesTr/ or labelsTr/")
+    ids = sorted({p.name[: -len(ending)][:-5] for p in img_dir.glob("*" + ending)
+                  if p.name[: -len(ending)][-5:-4] == "_" and p.name[: -len(ending)][-4:].isdigit()})
+    for cid in ids:
+        imgs = sorted(img_dir.glob(f"{cid}_[0-9][0-9][0-9][0-9]{ending}"))
+        single = lab_dir / f"{cid}{ending}"
+        labs = [single] if single.exists() else sorted(lab_dir.glob(f"{cid}_[0-9][0-9]{ending}"))
+        if not labs:
+            raise UserError(f"no label for case {cid} in {lab_dir} (expected {cid}{ending} or {cid}_NN{ending})")
+        out.append({"id": cid, "images": imgs, "labels": labs, "ood": cid in ood_ids})
+    return out
+
+
+def _to_tensor_shape(arr: np.ndarray, channels_last: bool) -> np.ndarray:
+    """→ [Cin, *S] with S 2D or 3D (singleton spatial axes dropped)."""
+    a = np.asarray(arr)
+    if channels_last and a.ndim == 4:
+        a = np.moveaxis(a, -1, 0)
+    else:
+        a = a[None]
+    sp = [s for s in a.shape[1:] if s > 1]
+    return a.reshape((a.shape[0],) + tuple(sp))
+
+
+def _resize(x: np.ndarray, size: int, mode: str) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+    t = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)[None]
+    dim = t.ndim - 2
+    kw = {"mode": mode} if mode == "nearest" else {"mode": "bilinear" if dim == 2 else "trilinear", "align_corners": False}
+    return F.interpolate(t, size=(size,) * dim, **kw)[0].numpy()
+
+
+def load_msd(path, cfg: MSDConfig = MSDConfig(), log=print) -> SegData:
+    """Load an MSD / nnU-Net-layout dataset (``dataset.json``, ``imagesTr``, ``labelsTr``).
+
+    * binary task: foreground = label > 0;
+    * multiple raters: ``labelsTr/<case>_NN.nii.gz`` files (or a list under ``label`` in the
+      ``training`` entry); one rater otherwise;
+    * distribution shift: cases listed under ``dataset.json["values"]["ood"]`` (or
+      ``"ood_cases"``, or an entry's ``"ood": true``) are the shifted cases;
+    * every case is resampled to ``size^D`` (image: linear; labels: nearest)."""
+    root = Path(path)
+    if not root.exists():
+        raise UserError(f"dataset path {root} does not exist (use toy2d, toy3d or an MSD/nnU-Net folder)")
+    if not (root / "dataset.json").exists():
+        raise UserError(f"{root} has no dataset.json (expected an MSD / nnU-Net raw layout)")
+    try:
+        meta = json.loads((root / "dataset.json").read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{root}/dataset.json is not valid JSON ({e.msg})") from None
+    cases = _cases(root, meta)
+    if len(cases) < 8:
+        raise UserError(f"{root} has {len(cases)} cases; the testbed needs at least 8")
+    imgs, labs, dims = [], [], set()
+    for c in cases:
+        chans = [_to_tensor_shape(_read(p), channels_last=True) for p in c["images"]]
+        im = np.concatenate(chans, 0).astype(np.float32)
+        ls = [(_to_tensor_shape(_read(p), channels_last=False)[0] > 0).astype(np.float32) for p in c["labels"]]
+        if any(l.shape != im.shape[1:] for l in ls):
+            raise UserError(f"case {c['id']}: label shape {ls[0].shape} differs from image shape {im.shape[1:]}")
+        dims.add(im.ndim - 1)
+        imgs.append(_resize(im, cfg.size, "linear"))
+        labs.append((_resize(np.stack(ls), cfg.size, "nearest") > 0.5).astype(np.uint8))
+    if len(dims) != 1 or dims.pop() not in (2, 3):
+        raise UserError(f"{root}: cases must all be 2D or all 3D")
+    if len({i.shape[0] for i in imgs}) != 1:
+        raise UserError(f"{root}: cases have different numbers of image channels")
+    r = min(l.shape[0] for l in labs)
+    if r != max(l.shape[0] for l in labs):
+        log(f"note: cases have {r}..{max(l.shape[0] for l in labs)} raters; using the first {r} of each")
+    images = np.stack(imgs)
+    flat = images.reshape(len(images), images.shape[1], -1)
+    mu, sd = flat.mean(-1, keepdims=True), flat.std(-1, keepdims=True)
+    images = ((flat - mu) / np.where(sd > 0, sd, 1)).reshape(images.shape).astype(np.float32)
+    raters = np.stack([l[:r] for l in labs])
+    ood = np.array([c["ood"] for c in cases])
+    amb = (raters.max(1) != raters.min(1)).reshape(len(cases), -1).any(1)
+    allc = Split(images, raters, ood, amb, np.where(ood, "ood", "none").astype("<U6"), [c["id"] for c in cases])
+    rng = np.random.default_rng(cfg.seed)
+    iid = rng.permutation(np.flatnonzero(~ood))
+    oo = rng.permutation(np.flatnonzero(ood))
+    n_test = max(1, int(round(cfg.test_fraction * len(iid))))
+    n_pool = int(round(cfg.pool_fraction * len(iid))) if len(oo) else 0
+    rest = iid[n_test + n_pool:]
+    n_val = max(1, int(round(cfg.val_fraction * len(rest))))
+    if len(rest) - n_val < 2:
+        raise UserError(f"{root}: too few i.i.d. cases ({len(iid)}) for train/val/test splits")
+    if not len(oo):
+        log("note: the dataset lists no shifted (OoD) cases; OoD detection, AL and the AUROC of the separation study are skipped")
+    half = len(oo) // 2
+    splits = {"train": allc.subset(rest[n_val:]), "val": allc.subset(rest[:n_val]),
+              "test_iid": allc.subset(iid[:n_test]), "test_ood": allc.subset(oo[:half]),
+              "pool": allc.subset(np.r_[iid[n_test:n_test + n_pool], oo[half:]].astype(np.int64))}
+    return SegData(root.name, images.ndim - 2, splits)
+
+
+def write_msd(data: SegData, path, splits: Sequence[str] = SPLITS) -> Path:
+    """Export a dataset in the nnU-Net v2 raw layout with one label file per rater
+    (``labelsTr/<case>_NN.nii.gz``) and the shifted cases under ``values.ood``.  Used to hand the
+    toy data to other tools and to test the real-data path."""
+    nib = _nib()
+    root = Path(path)
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    ood, n = [], 0
+    for sp in splits:
+        s = data.splits[sp]
+        for i in range(len(s)):
+            cid = f"{sp}_{s.ids[i]}"
+            for ch in range(s.images.shape[1]):
+                nib.save(nib.Nifti1Image(s.images[i, ch], np.eye(4)), str(root / "imagesTr" / f"{cid}_{ch:04d}.nii.gz"))
+            for r in range(s.raters.shape[1]):
+                nib.save(nib.Nifti1Image(s.raters[i, r], np.eye(4)), str(root / "labelsTr" / f"{cid}_{r:02d}.nii.gz"))
+            if s.ood[i]:
+                ood.append(cid)
+            n += 1
+    from core.store import atomic_write_json
+    atomic_write_json(root / "dataset.json", {
+        "name": data.name, "channel_names": {str(c): "image" for c in range(data.in_channels)},
+        "labels": {"background": 0, "foreground": 1}, "numTraining": n, "file_ending": ".nii.gz",
+        "values": {"ood": ood}})
+    return root

@@ -1,0 +1,398 @@
+"""Resumable orchestration of the testbed: train → predict → evaluate → AL, per seed and model.
+
+Run directory (``--out``/``<dataset>_<preset>``)::
+
+    config.json                      protocol (data + training config), realistic-al marker
+    state.json                       finished pieces (written after each one)
+    seed_<s>/nets/<kind><k>.pt       trained nets, cached per seed (det0..4, ttd0, ssn0)
+    seed_<s>/eval_<model>.csv        rows of every task but AL for (seed, model)
+    seed_<s>/eval_<model>.npz        aggregated scores, risks and two example maps (AL, plots)
+    seed_<s>/al/<key>.json           Dice on the shifted test set after one AL query (per query set)
+    results.csv  summary.md  maps_iid.png  maps_ood.png  risk_coverage.png
+
+Every file is written atomically; a rerun with ``--resume`` reuses every finished piece and
+produces the same numbers as an uninterrupted run.
+
+Active learning (``uncertainty.md`` §7.2, §10.4): rank the pool (i.i.d. + shifted) by the
+aggregated uncertainty, add the top 50 % to the training set, retrain from scratch with the same
+seed, measure Dice on the shifted test set; ``improvement = C_method − C_random`` with
+``C = (Dice_after − Dice_before) / Dice_before`` and a random 50 % query as baseline.  Only PU and
+EU measures are queried (as in the thesis).  The learner that is retrained is the prediction model
+itself (``al_learner = "pm"``, thesis preset) or, to fit a laptop, the plain backbone
+(``"backbone"``: one softmax U-Net, shared by all query sets; identical query sets are trained
+once).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import multiprocessing as mp
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.store import RunStore, atomic_write_json, atomic_write_text
+
+from . import report
+from .aggregation import AGGREGATIONS
+from .data import SPLITS, MSDConfig, SegData, Split, ToyConfig, load_msd, make_toy
+from .measures import MEASURES, UTYPE
+from .models import MODELS, TrainConfig, build_model, load_net, nets_needed, save_net, train_net
+from .studies import TASKS, evaluate, predict_split
+
+RESULT_COLUMNS = ["model", "measure", "utype", "aggregation", "task", "metric", "split", "seed", "value"]
+
+# ------------------------------------------------------------------------------------ presets
+PRESETS = {
+    # the thesis protocol (GPU scale): 150 epochs, Adam 3e-4, 4+4 U-Net blocks, 200 training cases
+    "thesis": {
+        "toy2d": ToyConfig(dim=2, size=64, blur_sigma=4.0),
+        "toy3d": ToyConfig(dim=3, size=64, blur_sigma=8.0),
+        "msd": MSDConfig(size=64),
+        "train": TrainConfig(channels=(8, 16, 32, 64, 128), features=16, epochs=150, lr=3e-4, ssn_warmup_epochs=5),
+        "al_learner": "pm",
+        "al_aggregations": list(AGGREGATIONS),
+    },
+    # same protocol, CPU scale: fewer epochs (higher lr to compensate; the SSN, whose loss trains only
+    # through the best of M samples, gets twice as many), 3-level U-Net, bf16 training, AL retrains the
+    # backbone only; 3D volumes 32^3 with fewer cases
+    "laptop": {
+        "toy2d": ToyConfig(dim=2, size=64, blur_sigma=4.0),
+        "toy3d": ToyConfig(dim=3, size=32, blur_sigma=8.0, n_train=80, n_val=20, n_test_iid=12, n_test_ood=12,
+                           n_pool_iid=20, n_pool_ood=20),
+        "msd": MSDConfig(size=48),
+        "train": TrainConfig(channels=(8, 16, 32, 64), features=16, epochs=30, lr=1e-3, ssn_warmup_epochs=5,
+                             ssn_epochs=60, bf16=True),
+        "al_learner": "backbone",
+        "al_aggregations": ["patch"],   # the thesis' choice for localised structures; one retrain per query set
+    },
+    # tiny, for tests: seconds
+    "smoke": {
+        "toy2d": ToyConfig(dim=2, size=32, n_train=12, n_val=6, n_test_iid=3, n_test_ood=6, n_pool_iid=4, n_pool_ood=4),
+        "toy3d": ToyConfig(dim=3, size=16, n_train=8, n_val=4, n_test_iid=2, n_test_ood=3, n_pool_iid=4, n_pool_ood=4),
+        "msd": MSDConfig(size=24),
+        "train": TrainConfig(channels=(4, 8, 16), features=4, epochs=2, batch_size=4, lr=1e-3, ssn_warmup_epochs=1,
+                             ensemble_size=2, ttd_passes=3, ssn_train_samples=3, ssn_test_samples=3),
+        "al_learner": "backbone",
+        "al_aggregations": ["patch"],
+    },
+}
+
+
+def load_dataset(dataset: str, preset: str, log=print) -> tuple[SegData, dict, str]:
+    """(data, data-config dict for the protocol, short tag for the run directory)."""
+    p = PRESETS[preset]
+    if dataset in ("toy2d", "toy3d"):
+        cfg = p[dataset]
+        return make_toy(cfg), {"kind": dataset, **cfg.to_dict()}, dataset
+    path = Path(dataset)
+    cfg = p["msd"]
+    data = load_msd(path, cfg, log=log)
+    return data, {"kind": "msd", "path": str(path.resolve()), **cfg.to_dict()}, path.resolve().name
+
+
+@dataclass
+class RunSpec:
+    dataset: str
+    preset: str = "laptop"
+    models: list = field(default_factory=lambda: list(MODELS))
+    measures: list = field(default_factory=lambda: list(MEASURES))
+    aggregations: list = field(default_factory=lambda: list(AGGREGATIONS))
+    tasks: list = field(default_factory=lambda: list(TASKS))
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    device: str = "cpu"
+    out: Path = Path("runs/values")
+    resume: bool = False
+    epochs: int | None = None          # override the preset's epochs
+    al_learner: str | None = None      # override the preset's AL learner
+    al_aggregations: list | None = None  # override the preset's aggregations used for AL queries
+    workers: int = 1                   # processes for training / evaluation / AL jobs
+    threads: int = 1                   # torch threads per process on CPU
+    plots: bool = True
+
+
+def _net_seed(seed: int, kind: str, k: int) -> int:
+    return int(np.random.SeedSequence([seed, {"det": 1, "ttd": 2, "ssn": 3}[kind], k]).generate_state(1)[0] % (2 ** 31 - 1))
+
+
+def _save_npz(path: Path, arrays: dict) -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def _rows_csv(rows: list[dict]) -> str:
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(index=False)
+
+
+class Runner:
+    """Runs a :class:`RunSpec`.  Work is split into jobs — train one net, evaluate one (seed, model),
+    retrain for one AL query set — that each write their own files atomically and are skipped when
+    their file exists; with ``workers > 1`` the jobs of a phase run in a process pool (the results
+    do not depend on the scheduling: every job seeds itself)."""
+
+    def __init__(self, spec: RunSpec, progress=None, log=print, _worker_data=None):
+        self.spec, self.log, self.pr = spec, log, progress
+        if _worker_data is not None:
+            self.data, data_cfg, tag = _worker_data
+        else:
+            self.data, data_cfg, tag = load_dataset(spec.dataset, spec.preset, log=log)
+        self._loaded = (self.data, data_cfg, tag)
+        tc = PRESETS[spec.preset]["train"]
+        if spec.epochs is not None:
+            tc = replace(tc, epochs=spec.epochs, ssn_epochs=None,
+                         ssn_warmup_epochs=min(tc.ssn_warmup_epochs, max(spec.epochs - 1, 0)))
+        if spec.device != "cpu":
+            tc = replace(tc, bf16=False)       # bf16 autocast is the CPU speed-up; GPUs run fp32
+        self.tc = tc
+        self.al_learner = spec.al_learner or PRESETS[spec.preset]["al_learner"]
+        self.al_aggs = [a for a in (spec.al_aggregations or PRESETS[spec.preset]["al_aggregations"])
+                        if a in spec.aggregations]
+        self.dir = Path(spec.out) / f"{tag}_{spec.preset}"
+        self.config = {"dataset": data_cfg, "train": tc.to_dict(), "al_learner": self.al_learner,
+                       "preset": spec.preset, "n_classes": self.data.n_classes}
+        self._toy = spec.dataset in ("toy2d", "toy3d")
+        self.store = None
+        if _worker_data is None:
+            self.store = RunStore(self.dir, self.config, resume=spec.resume)
+            self.done = set(self.store.extra.get("done", []))
+
+    # ---------------------------------------------------------------------------- bookkeeping
+    def _mark(self, piece: str) -> None:
+        if self.store is not None:
+            self.done.add(piece)
+            self.store.save_extra({"done": sorted(self.done)})
+
+    def _task(self, desc, total):
+        return self.pr.task(desc, total) if self.pr is not None else None
+
+    def _adv(self, t, n=1, description=None):
+        if self.pr is not None:
+            self.pr.advance(t, n, description)
+
+    def net_path(self, seed: int, kind: str, k: int) -> Path:
+        return self.dir / f"seed_{seed}" / "nets" / f"{kind}{k}.pt"
+
+    def eval_paths(self, seed: int, model: str) -> tuple[Path, Path]:
+        d = self.dir / f"seed_{seed}"
+        return d / f"eval_{model}.csv", d / f"eval_{model}.npz"
+
+    def al_path(self, seed: int, key: str) -> Path:
+        return self.dir / f"seed_{seed}" / "al" / f"{key}.json"
+
+    # ---------------------------------------------------------------------------- jobs
+    def _load_or_train(self, seed: int, kind: str, k: int, path: Path, split: Split | None = None):
+        d = self.data
+        if path.exists():
+            return load_net(kind, path, d.dim, d.in_channels, d.n_classes, self.tc, self.spec.device)
+        sp = split if split is not None else d.splits["train"]
+        net = train_net(kind, sp.images, sp.raters, d.dim, d.n_classes, self.tc, _net_seed(seed, kind, k),
+                        device=self.spec.device)
+        save_net(net, path)
+        return net
+
+    def job_train(self, seed: int, kind: str, k: int) -> None:
+        self._load_or_train(seed, kind, k, self.net_path(seed, kind, k))
+
+    def _nets(self, seed: int, model: str) -> dict:
+        return {(kind, k): self._load_or_train(seed, kind, k, self.net_path(seed, kind, k))
+                for kind, k in nets_needed(model, self.tc)}
+
+    def job_eval(self, seed: int, name: str) -> None:
+        csv, npz = self.eval_paths(seed, name)
+        if csv.exists() and npz.exists():
+            return
+        from .measures import measures_for
+        model = build_model(name, self._nets(seed, name), self.tc, self.spec.device, seed)
+        preds = {}
+        for sp in ("val", "test_iid", "test_ood", "pool"):
+            model.reset_rng(int(np.random.SeedSequence([seed, 7, SPLITS.index(sp)]).generate_state(1)[0]))
+            preds[sp] = predict_split(model, self.data.splits[sp], measures_for(name), batch=self.tc.eval_batch)
+        rows, extras = evaluate(name, self.data.splits, preds, seed)
+        arr = {f"risk/{sp}": v for sp, v in extras["risk"].items()}
+        for sp, per in extras["scores"].items():
+            for m, per_a in per.items():
+                for a, v in per_a.items():
+                    arr[f"score/{sp}/{m}/{a}"] = v
+        ci, co = report.example_cases(self.data)
+        for m in preds["test_iid"].maps:
+            if ci is not None:
+                arr[f"map/iid/{m}"] = preds["test_iid"].maps[m][ci]
+            if co is not None:
+                arr[f"map/ood/{m}"] = preds["test_ood"].maps[m][co]
+        if ci is not None:
+            arr["seg/iid"] = preds["test_iid"].seg[ci]
+        if co is not None:
+            arr["seg/ood"] = preds["test_ood"].seg[co]
+        po = preds["test_ood"].dice
+        arr["dice/test_ood"] = np.array([float(np.mean(po)) if len(po) else np.nan])
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        _save_npz(npz, arr)
+        atomic_write_text(csv, _rows_csv(rows))
+
+    def _al_key(self, learner: str, q) -> str:
+        ids = ",".join(str(int(i)) for i in np.sort(q))
+        return hashlib.sha1(f"{learner}|{ids}".encode()).hexdigest()[:16]
+
+    def job_al(self, seed: int, learner: str, q: list) -> None:
+        """Retrain ``learner`` (a prediction model, or ``softmax`` for the backbone learner) on
+        train ∪ pool[q] and store its Dice on the shifted test set."""
+        key = self._al_key(learner, q)
+        path = self.al_path(seed, key)
+        if path.exists():
+            return
+        q = np.asarray(q, dtype=np.int64)
+        split = Split.concat([self.data.splits["train"], self.data.splits["pool"].subset(q)])
+        kinds = nets_needed(learner, self.tc)
+        tmp = {(kind, k): path.with_name(f".{key}_{kind}{k}.pt") for kind, k in kinds}
+        nets = {kk: self._load_or_train(seed, kk[0], kk[1], p, split=split) for kk, p in tmp.items()}
+        model = build_model(learner, nets, self.tc, self.spec.device, seed)
+        model.reset_rng(seed)
+        p = predict_split(model, self.data.splits["test_ood"], [], batch=self.tc.eval_batch)
+        atomic_write_json(path, {"learner": learner, "queried": [int(i) for i in np.sort(q)],
+                                 "dice_test_ood": float(np.mean(p.dice))})
+        for f in tmp.values():  # the retrained nets are only needed for this number
+            f.unlink(missing_ok=True)
+
+    # ---------------------------------------------------------------------------- job execution
+    def _run_jobs(self, jobs: list[tuple[str, tuple, str]], desc: str) -> None:
+        """jobs: (method, args, piece name).  Inline or in the process pool; marks pieces done."""
+        if not jobs:
+            return
+        t = self._task(desc, len(jobs))
+        if self._pool is None:
+            for meth, args, piece in jobs:
+                getattr(self, meth)(*args)
+                self._mark(piece)
+                self._adv(t)
+            return
+        futs = {self._pool.submit(_dispatch, meth, args): piece for meth, args, piece in jobs}
+        for f in as_completed(futs):
+            f.result()
+            self._mark(futs[f])
+            self._adv(t)
+
+    # ---------------------------------------------------------------------------- AL rows
+    def _al_plan(self, seed: int, name: str, arr: dict) -> list[tuple]:
+        """[(measure, aggregation, query ids)] incl. ("random", "-", ids) first."""
+        pool = self.data.splits["pool"]
+        n_q = len(pool) // 2
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+        plan = [("random", "-", rng.permutation(len(pool))[:n_q])]
+        for m, t in UTYPE[name].items():
+            if t in ("PU", "EU") and m in self.spec.measures:
+                for a in self.al_aggs:
+                    plan.append((m, a, np.argsort(-arr[f"score/pool/{m}/{a}"], kind="stable")[:n_q]))
+        return plan
+
+    def _al_possible(self) -> bool:
+        pool = self.data.splits["pool"]
+        return bool(pool.ood.any() and (~pool.ood).any() and len(self.data.splits["test_ood"]) and self.al_aggs)
+
+    def _al_rows(self, seed: int, name: str, arr: dict, base_arr: dict) -> list[dict]:
+        pool = self.data.splits["pool"]
+        learner = name if self.al_learner == "pm" else "softmax"
+        before = float((arr if self.al_learner == "pm" else base_arr)["dice/test_ood"][0])
+        rows, c_rand = [], None
+
+        def add(measure, agg, metric, value):
+            rows.append({"model": name, "measure": measure, "utype": UTYPE[name].get(measure, "-"),
+                         "aggregation": agg, "task": "al", "metric": metric, "split": "test_ood", "seed": seed,
+                         "value": float(value)})
+        for m, a, q in self._al_plan(seed, name, arr):
+            d = float(json.loads(self.al_path(seed, self._al_key(learner, q)).read_text())["dice_test_ood"])
+            c = (d - before) / before
+            add(m, a, "dice_after", d)
+            add(m, a, "rel_change", c)
+            if m == "random":
+                c_rand = c
+            else:
+                add(m, a, "improvement", c - c_rand)
+                add(m, a, "ood_share", float(pool.ood[q].mean()))
+        return rows
+
+    # ---------------------------------------------------------------------------- main
+    def run(self) -> dict:
+        sp = self.spec
+        t0 = time.time()
+        self._pool = None
+        if sp.workers > 1:
+            self._pool = ProcessPoolExecutor(sp.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                             initargs=(sp, self._loaded, sp.threads))
+        try:
+            return self._run(t0)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+
+    def _run(self, t0: float) -> dict:
+        sp = self.spec
+        want_al = "al" in sp.tasks and self._al_possible()
+        eval_models = list(sp.models) + (["softmax"] if want_al and self.al_learner != "pm" and "softmax" not in sp.models else [])
+        # phase 1: every net of every seed (slow kinds first, for a balanced pool)
+        nets = sorted({(s, kind, k) for s in sp.seeds for m in eval_models for kind, k in nets_needed(m, self.tc)},
+                      key=lambda x: ({"ssn": 0, "ttd": 1, "det": 2}[x[1]], x[0], x[2]))
+        self._run_jobs([("job_train", n, f"seed_{n[0]}/nets/{n[1]}{n[2]}") for n in nets
+                        if not self.net_path(*n).exists()], "train nets")
+        # phase 2: evaluate every (seed, model)
+        self._run_jobs([("job_eval", (s, m), f"seed_{s}/eval_{m}") for s in sp.seeds for m in eval_models
+                        if not all(p.exists() for p in self.eval_paths(s, m))], "evaluate (seed × model)")
+        arrays, all_rows = {}, []
+        for s in sp.seeds:
+            for m in eval_models:
+                csv, npz = self.eval_paths(s, m)
+                with np.load(npz) as z:
+                    arrays[(s, m)] = {k: z[k] for k in z.files}
+                if m in sp.models:
+                    all_rows += pd.read_csv(csv).to_dict("records")
+        # phase 3: active learning — one retrain per distinct query set
+        if want_al:
+            jobs = {}
+            for s in sp.seeds:
+                for m in sp.models:
+                    learner = m if self.al_learner == "pm" else "softmax"
+                    for _, _, q in self._al_plan(s, m, arrays[(s, m)]):
+                        key = self._al_key(learner, q)
+                        if not self.al_path(s, key).exists():
+                            jobs[(s, key)] = ("job_al", (s, learner, [int(i) for i in q]), f"seed_{s}/al/{key}")
+            self._run_jobs(list(jobs.values()), f"AL retrains ({self.al_learner})")
+            for s in sp.seeds:
+                for m in sp.models:
+                    all_rows += self._al_rows(s, m, arrays[(s, m)], arrays.get((s, "softmax")))
+        df = pd.DataFrame(all_rows, columns=RESULT_COLUMNS)
+        df = df[df.model.isin(sp.models) & df.task.isin(sp.tasks)
+                & (df.measure.isin(list(sp.measures) + ["-", "random"]))
+                & (df.aggregation.isin(list(sp.aggregations) + ["-"]))]
+        df = df.sort_values(["task", "metric", "split", "model", "measure", "aggregation", "seed"]).reset_index(drop=True)
+        atomic_write_text(self.dir / "results.csv", df.to_csv(index=False))
+        out = {"dir": self.dir, "results": df}
+        md, checks = report.summary_markdown(df, self, time.time() - t0)
+        atomic_write_text(self.dir / "summary.md", md)
+        out["summary"], out["checks"] = md, checks
+        if sp.plots:
+            out["plots"] = report.plots(self, arrays)
+        self.store.finish()
+        return out
+
+
+# ------------------------------------------------------------------------------------ workers
+_W: Runner | None = None
+
+
+def _init_worker(spec: RunSpec, loaded, threads: int) -> None:
+    global _W
+    torch.set_num_threads(max(1, threads))
+    _W = Runner(spec, progress=None, log=lambda *a: None, _worker_data=loaded)
+
+
+def _dispatch(meth: str, args: tuple):
+    return getattr(_W, meth)(*args)
