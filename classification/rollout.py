@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import UserError
+from core.store import atomic_write
 
 from .data import ImageData, Splits, subsample
 from .transforms import augment_batch, rand_augment_mc
@@ -266,17 +265,7 @@ def decode(files: FileList, ids: np.ndarray, size: int, cache_dir: str | Path | 
 
 
 def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: np.save(f, arr), binary=True)
 
 
 # ----------------------------------------------------------------------------- loading

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import UserError
+from core.store import atomic_write
 
 from .data import ImageData
 from .model import ResNet18
@@ -336,18 +337,7 @@ def cache_path(cache_dir: str | Path, tag: str, seed: int, cfg: SimCLRConfig, im
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 
 def pretrain(images: torch.Tensor, cfg: SimCLRConfig, mean, std, seed: int, device: str = "cpu",
