@@ -12,7 +12,6 @@ which the trainer seeds per cycle, so the same seed gives the same augmented bat
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
