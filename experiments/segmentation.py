@@ -1,0 +1,349 @@
+"""3D segmentation active learning with partial 3D-patch annotation (nnActive protocol) and ClaSP PE.
+
+Examples::
+
+    python -m experiments.segmentation --dataset phantoms --regime low --method random_fg33 claspe
+    python -m experiments.segmentation --dataset /data/Task04_Hippocampus --regime medium \\
+        --method random random_fg66 pe claspe --preset thesis --seeds 4 --device cuda
+
+Protocol (thesis ch. 7–8): the query unit is a 3D box of the query patch size in the resampled
+voxel grid; unannotated voxels carry an ignore label excluded from the Dice+CE loss; a K-fold
+DynUNet ensemble is retrained from scratch in each of 5 loops; starting budget = query size = 20 %
+of the Label-Regime budget (two class-seeded patches per label + Random 33 % FG); patch scores are
+window means of voxel uncertainty, picked greedily without overlap.  Outputs, under
+OUT/DATASET/REGIME/: one run directory per method and seed (resumable with --resume), curve.png
+(mean Dice vs. annotated patches), table.md/.csv (AUBC, Final Dice, FG-Eff), ppm.png and
+queries.png (centre slices of the first AL query of every method).
+
+``--dataset phantoms`` (default) generates seeded multi-class phantoms in MSD layout under
+--data-dir on first use and reads them through the same loader as a downloaded dataset.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from core.errors import UserError
+from experiments.common import Parser, Progress, add_common_args, choice, main_guard, resolve_device
+
+DEFAULT_OUT = "runs/segmentation"
+METHOD_CHOICES = ("random", "random_fg33", "random_fg66", "pe", "bald", "power_bald", "softrank_bald",
+                  "power_pe", "claspe")
+
+
+def build_parser() -> Parser:
+    from segmentation.plans import REGIMES
+    p = Parser(prog="python -m experiments.segmentation", description=__doc__.split("\n")[0],
+               epilog=__doc__.split("\n", 1)[1])
+    p.add_argument("--dataset", default="phantoms", metavar="phantoms|PATH",
+                   help="'phantoms' (built-in synthetic default) or a folder in the nnU-Net raw / MSD layout "
+                        "(dataset.json, imagesTr/, labelsTr/)")
+    p.add_argument("--regime", type=choice(REGIMES, "regime"), default="low",
+                   help="Label Regime: low/medium/high (Table C.2 datasets, phantoms, new datasets) or rollout "
+                        "(Table D.1 datasets; new datasets: = low); default low")
+    p.add_argument("--method", nargs="+", type=choice(METHOD_CHOICES, "method"), default=["random_fg33", "claspe"],
+                   metavar="M", help=f"query methods: {', '.join(METHOD_CHOICES)} (default: random_fg33 claspe)")
+    add_common_args(p, DEFAULT_OUT)
+    for a in p._actions:  # segmentation default: seeds from the preset (thesis 4, laptop/smoke 1)
+        if a.dest == "seeds":
+            a.default = None
+            a.help = "number of seeds (default: 4 for --preset thesis as in the thesis, 1 for laptop/smoke)"
+    g = p.add_argument_group("segmentation protocol")
+    g.add_argument("--data-dir", metavar="DIR", help="where phantoms and the preprocessed-dataset cache live "
+                                                    "(default: OUT/data)")
+    g.add_argument("--patch-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                   help="query patch size in voxels of the resampled grid (default: Table C.2/D.1 or the D.5 rule)")
+    g.add_argument("--query-size", type=int, metavar="N", help="patches per loop = starting budget (default: per regime)")
+    g.add_argument("--agg-stride", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                   help="stride of the candidate-patch grid (default: per dataset; 1 for phantoms)")
+    g.add_argument("--n-patch-per-image", type=int, metavar="N", help="max patches per image per query (default 20)")
+    g.add_argument("--overlap", type=float, default=0.0, metavar="O",
+                   help="allowed overlap fraction of a new patch with annotated voxels (default 0)")
+    g.add_argument("--ensemble", type=int, metavar="K", help="ensemble size / CV folds (default: preset)")
+    g.add_argument("--iterations", type=int, metavar="N", help="training iterations per model (default: preset)")
+    g.add_argument("--split-seed", type=int, default=12345, help="seed of the fixed 75/25 train+pool/test split")
+    g.add_argument("--no-full-data", action="store_true",
+                   help="skip the full-data reference model (FG-Eff is then not computed)")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="torch CPU threads (default: 1 for the laptop/smoke presets on CPU — on a shared 2-core "
+                        "machine 2 OpenMP threads are several times slower — else torch's choice)")
+    return p
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name).strip("_") or "dataset"
+
+
+class _Bars:
+    """Progress hooks for SegmentationDomain on top of experiments.common.Progress."""
+
+    def __init__(self, pr: Progress):
+        self.pr = pr
+        self.task = pr.task("", None)
+        if pr._p is not None and self.task is not None:
+            pr._p.update(self.task, visible=False)
+
+    def start(self, desc, total):
+        if self.pr._p is not None and self.task is not None:
+            self.pr._p.reset(self.task, total=total, description=f"  {desc}", visible=True)
+
+    def tick(self, n):
+        self.pr.advance(self.task, n)
+
+    def done(self):
+        if self.pr._p is not None and self.task is not None:
+            self.pr._p.update(self.task, visible=False)
+
+
+def _load_data(args, preset, pr: Progress, bars: _Bars):
+    from segmentation.data import prepare
+    from segmentation.phantoms import write_phantoms
+    out = Path(args.out)
+    data_dir = Path(args.data_dir) if args.data_dir else out / "data"
+    is_ph = args.dataset == "phantoms"
+    if is_ph:
+        root = data_dir / f"phantoms-n{preset.phantom_n}-s{preset.phantom_size}-seed0"
+        if not (root / "dataset.json").exists():
+            bars.start("generating phantoms", preset.phantom_n)
+        write_phantoms(root, n=preset.phantom_n, size=preset.phantom_size, seed=0,
+                       progress=lambda i, n: bars.tick(1))
+        bars.done()
+    else:
+        root = Path(args.dataset)
+    state = {"desc": None}
+
+    def note(what, i, n):
+        if state["desc"] != what:
+            state["desc"] = what
+            bars.start(what, n)
+        bars.tick(1)
+    data = prepare(root, data_dir / "cache", split_seed=args.split_seed, progress=note)
+    bars.done()
+    return data, is_ph
+
+
+def _check_patch_fits(data, qs):
+    for c in data.train:
+        shape = data.shapes[int(c)]
+        if any(p > s for p, s in zip(qs.patch, shape)):
+            raise UserError(f"{data.label_files[int(c)]}: query patch {tuple(qs.patch)} is larger than the image "
+                            f"{tuple(shape)} (after resampling to spacing {tuple(round(v, 4) for v in data.spacing)}); "
+                            "choose a smaller --patch-size")
+
+
+def _full_data_result(domain, data, preset, plan, out_dir: Path, log) -> dict:
+    from core.store import atomic_write_json
+    key = hashlib.sha256(json.dumps({"data": data.data_key, "plan": plan.to_dict(), "preset": asdict(preset)},
+                                    sort_keys=True).encode()).hexdigest()[:12]
+    path = out_dir / "full_data" / f"{preset.name}-{key}.json"
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            pass
+    log("training the full-data reference ensemble (for FG-Eff)")
+    t0 = time.perf_counter()
+    model = domain.train_full()
+    res = domain.test_metrics(model)
+    res["train_s"] = time.perf_counter() - t0
+    atomic_write_json(path, res)
+    return res
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+    from core import metrics, report
+    from core.loop import ActiveLearningLoop
+    from core.store import RunStore, atomic_write_text, load_run
+    from segmentation import query as segq
+    from segmentation.experiment import Hooks, SegmentationDomain
+    from segmentation.plans import PRESETS, match_setting, plan_network, query_setting
+    from segmentation.viz import plot_queries
+
+    preset = PRESETS[args.preset]
+    if args.ensemble is not None:
+        if args.ensemble < 1:
+            raise UserError("--ensemble must be >= 1")
+        preset = replace(preset, ensemble=args.ensemble)
+    if args.iterations is not None:
+        if args.iterations < 1:
+            raise UserError("--iterations must be >= 1")
+        preset = replace(preset, iterations=args.iterations)
+    if not 0.0 <= args.overlap < 1.0:
+        raise UserError("--overlap must be in [0, 1)")
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    elif device == "cpu" and preset.name in ("laptop", "smoke"):
+        # on a shared 2-core machine OpenMP barriers make 2 threads several times slower than 1
+        torch.set_num_threads(1)
+    n_seeds = args.seeds if args.seeds is not None else preset.seeds
+    if n_seeds < 1:
+        raise UserError("--seeds must be >= 1")
+    seeds = [args.seed_offset + i for i in range(n_seeds)]
+    methods = list(dict.fromkeys(args.method))
+    if args.ensemble == 1 and any(m in ("bald", "power_bald", "softrank_bald") for m in methods):
+        raise UserError("BALD methods need an ensemble of at least 2 models (--ensemble >= 2)")
+
+    with Progress(args.quiet) as pr:
+        bars = _Bars(pr)
+        data, is_ph = _load_data(args, preset, pr, bars)
+        setting = match_setting(data.name, is_ph)
+        regime = args.regime
+        qs = query_setting(setting, regime, data.n_classes, data.lcc_bbox, patch_override=args.patch_size,
+                           query_size_override=args.query_size, stride_override=args.agg_stride,
+                           ppi_override=args.n_patch_per_image, loops=preset.loops)
+        _check_patch_fits(data, qs)
+        fp = data.fingerprint()
+        plan = plan_network(fp["median_shape"], data.spacing, preset)
+        ds_key = "phantoms" if is_ph else _safe(data.name)
+        setting_dir = Path(args.out) / ds_key / regime
+        pr.log(f"{data.name}: {fp['n_train']} train+pool / {fp['n_test']} test images, spacing {data.spacing}, "
+               f"median shape {fp['median_shape']}; query patch {qs.patch}, {qs.query_size} patches/loop × "
+               f"{qs.loops} loops ({qs.source}); network patch {plan.patch_size}, {preset.ensemble} model(s) × "
+               f"{preset.iterations} iterations")
+        hooks = Hooks(log=pr.log, start=bars.start, tick=bars.tick, done=bars.done)
+
+        cycles_task = pr.task("AL cycles", len(methods) * len(seeds) * qs.loops)
+        run_dirs: dict[tuple, Path] = {}
+        for seed in seeds:
+            for m in methods:
+                run_dir = setting_dir / m / f"seed{seed}"
+                qm = segq.get(m)
+                domain = SegmentationDomain(data, qs, preset, plan, seed=seed, device=device, overlap=args.overlap,
+                                            score_kinds=segq.SCORE_KINDS.get(m, ()), hooks=hooks)
+                pool = domain.initial_pool()  # validates the starting budget before anything is written
+                config = {"experiment": "segmentation", "dataset": data.name, "data_key": data.data_key,
+                          "regime": regime, "method": m, "registry_name": qm.name, "seed": seed,
+                          "preset": asdict(preset), "query": qs.to_dict(), "plan": plan.to_dict(),
+                          "overlap": args.overlap, "split_seed": args.split_seed}
+                store = RunStore(run_dir, config, resume=args.resume)
+                run_dirs[(m, seed)] = run_dir
+                if store.done:
+                    pr.advance(cycles_task, qs.loops)
+                    pr.log(f"{m} seed {seed}: finished run found, skipped")
+                    continue
+                pr.advance(cycles_task, len(store.records))
+                loop = ActiveLearningLoop(pool, train=domain.train, evaluate=domain.evaluate, evidence=domain.evidence,
+                                          query=qm, query_sizes=[qs.query_size] * (qs.loops - 1), store=store,
+                                          seed=seed, context=domain.context,
+                                          progress=lambda msg, m=m, s=seed: pr.log(f"{m} seed {s}: {msg}"))
+                orig_commit = store.commit
+
+                def commit(record, pool_state, extra=None, _orig=orig_commit, m=m, s=seed):
+                    _orig(record, pool_state, extra)
+                    pr.advance(cycles_task, 1)
+                    md = record["metrics"]
+                    pr.log(f"{m} seed {s}: cycle {record['cycle'] + 1}: {record['budget']} patches, "
+                           f"mean Dice {md['mean_dice']:.4f}, annotated FG {100 * md['fg_fraction']:.2f}%")
+                store.commit = commit
+                loop.run()
+
+        # ---------------- report ----------------
+        runs, fg_curves = [], {}
+        for (m, seed), run_dir in sorted(run_dirs.items()):
+            _, records = load_run(run_dir)
+            if not records:
+                continue
+            runs.append({"method": m, "seed": seed, "setting": f"{ds_key}/{regime}",
+                         "budgets": [r["budget"] for r in records],
+                         "values": [r["metrics"]["mean_dice"] for r in records]})
+            fg_curves.setdefault(m, []).append(([r["metrics"]["fg_fraction"] for r in records],
+                                                [r["metrics"]["mean_dice"] for r in records]))
+        if not runs:
+            raise UserError("no finished cycles to report")
+        fg = {}
+        y_full = None
+        if not args.no_full_data:
+            dom0 = SegmentationDomain(data, qs, preset, plan, seed=seeds[0], device=device, hooks=hooks)
+            full = _full_data_result(dom0, data, preset, plan, Path(args.out) / ds_key, pr.log)
+            y_full = full["mean_dice"]
+            fg = metrics.fg_eff_setting(fg_curves, y_full)
+        setting_dir.mkdir(parents=True, exist_ok=True)
+        shown = [{**r, "method": segq.DISPLAY.get(r["method"], r["method"])} for r in runs]
+        report.plot_curves(shown, setting_dir / "curve.png", ylabel="test mean Dice", xlabel="annotated patches",
+                           title=f"{data.name} — {regime} (query patch {tuple(qs.patch)})")
+        rows = report.summary_rows(runs)
+        md = _write_table(rows, fg, runs, run_dirs, setting_dir, y_full, segq.DISPLAY)
+        ppm = report.ppm_from_runs(shown)
+        report.plot_ppm(ppm, setting_dir / "ppm.png", title=f"PPM {ds_key}/{regime}")
+        # first AL query of every method (first seed)
+        per_method = []
+        for m in methods:
+            rd = run_dirs.get((m, seeds[0]))
+            if rd is None:
+                continue
+            _, records = load_run(rd)
+            if len(records) < 1 or not records[0]["queried"]:
+                continue
+            state = json.loads((rd / "state.json").read_text())
+            pool = SegmentationDomain(data, qs, preset, plan, seed=seeds[0]).new_pool()
+            pool.load_state_dict(state["pool"])
+            per_method.append((segq.DISPLAY.get(m, m), np.asarray(records[0]["queried"]), pool.labelled_in(0)))
+        if per_method:
+            plot_queries(data, pool, per_method, setting_dir / "queries.png", data.class_names,
+                         title=f"{data.name} — {regime}: patches of the first AL query (seed {seeds[0]}), centre slices")
+        summary = {"dataset": data.name, "regime": regime, "query": qs.to_dict(), "plan": plan.to_dict(),
+                   "preset": asdict(preset), "full_data_dice": y_full, "rows": rows,
+                   "fg_eff": {m: asdict(f) for m, f in fg.items()},
+                   "ppm": {"methods": ppm.methods, "wins": ppm.wins.tolist(), "max_value": ppm.max_value}}
+        atomic_write_text(setting_dir / "summary.json", json.dumps(summary, indent=1, default=float) + "\n")
+
+    print(md, end="")
+    print(f"outputs in {setting_dir}: curve.png, table.md, table.csv, ppm.png, queries.png, summary.json")
+    by = {r["method"]: r for r in rows}
+    for m in methods:
+        if m in by:
+            r = by[m]
+            extra = f", FG-Eff {fg[m].gamma:.2f}" if m in fg and np.isfinite(fg[m].gamma) else ""
+            print(f"{segq.DISPLAY.get(m, m)}: Final Dice {r['final_mean']:.4f}, AUBC {r['aubc_mean']:.4f}{extra} "
+                  f"({r['seeds']} seed(s))")
+    if "claspe" in by and "random_fg33" in by:
+        a, b = by["claspe"], by["random_fg33"]
+        verdict = "holds" if (a["final_mean"] >= b["final_mean"] and a["aubc_mean"] >= b["aubc_mean"]) else (
+            "holds partly" if (a["final_mean"] >= b["final_mean"] or a["aubc_mean"] >= b["aubc_mean"]) else "does not hold")
+        print(f"thesis expectation ClaSP PE ≥ Random 33% FG (Final Dice and AUBC): {verdict} here")
+    if n_seeds < 2:
+        print("note: the PPM needs ≥ 2 seeds (paired t-test); with 1 seed it is empty")
+    return 0
+
+
+def _write_table(rows, fg, runs, run_dirs, setting_dir: Path, y_full, display) -> str:
+    from core.store import atomic_write_text, load_run
+    fmt = (lambda m, s: f"{m:.4f}" if not np.isfinite(s) else f"{m:.4f} ± {s:.4f}")
+    final_fg = {}
+    for (m, seed), rd in run_dirs.items():
+        _, recs = load_run(rd)
+        if recs:
+            final_fg.setdefault(m, []).append((recs[-1]["metrics"]["fg_fraction"], recs[-1]["metrics"]["voxel_fraction"]))
+    lines = [f"| setting | method | seeds | final budget (patches) | AUBC (mean Dice) | Final Dice | FG-Eff γ | "
+             f"annotated FG % | annotated voxels % |", "|---|---|---|---|---|---|---|---|---|"]
+    csv_rows = []
+    for r in rows:
+        m = r["method"]
+        f = fg.get(m)
+        fge = "n/a" if f is None or not np.isfinite(f.gamma) else f"{f.gamma:.2f} (var {f.variance:.2g})"
+        ff = np.asarray(final_fg.get(m, [(np.nan, np.nan)]))
+        lines.append(f"| {r['setting']} | {display.get(m, m)} | {r['seeds']} | {r['final_budget']} | "
+                     f"{fmt(r['aubc_mean'], r['aubc_std'])} | {fmt(r['final_mean'], r['final_std'])} | {fge} | "
+                     f"{100 * ff[:, 0].mean():.2f} | {100 * ff[:, 1].mean():.2f} |")
+        csv_rows.append([r["setting"], m, r["seeds"], r["final_budget"], r["aubc_mean"], r["aubc_std"], r["final_mean"],
+                         r["final_std"], f.gamma if f else "", f.variance if f else "", ff[:, 0].mean(), ff[:, 1].mean()])
+    md = "\n".join(lines) + "\n"
+    if y_full is not None:
+        md += f"\nfull-data reference (same training length): mean Dice {y_full:.4f}\n"
+    atomic_write_text(setting_dir / "table.md", md)
+    head = "setting,method,seeds,final_budget,aubc_mean,aubc_std,final_mean,final_std,fg_eff,fg_eff_var,fg_fraction,voxel_fraction\n"
+    atomic_write_text(setting_dir / "table.csv", head + "".join(",".join(str(v) for v in row) + "\n" for row in csv_rows))
+    return md
+
+
+if __name__ == "__main__":
+    main_guard(main)

@@ -1,0 +1,193 @@
+"""The segmentation domain plugged into ``core.loop.ActiveLearningLoop``.
+
+:class:`SegmentationDomain` supplies the loop's four callables for one (dataset, regime, method,
+seed): ``train`` (K-fold DynUNet ensemble from scratch on the partially annotated images),
+``evaluate`` (test-set mean Dice + annotation statistics), ``evidence`` (lazy patch-score maps from
+ensemble sliding-window inference over all train+pool images) and ``context`` (cycle, β).  The
+pool is a :class:`~segmentation.patches.PatchPool`; the starting budget (cycle 0) is drawn from the
+experiment seed, so every method of a seed starts from the same patches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core import selection, uncertainty
+from core.query import Evidence
+
+from .data import Prepared
+from .patches import PatchPool, box_mean
+from .plans import NetworkPlan, Preset, QuerySetting
+from .query import BETA0, BETA_HORIZON, BETA_MAX, QueryEnv, starting_budget
+from .training import Ensemble, RegionSampler, cv_folds, train_model
+
+
+def dice_per_class(pred: np.ndarray, gt: np.ndarray, n_classes: int) -> np.ndarray:
+    """``[C]`` Dice of foreground classes 1..C; NaN where the class is absent in both."""
+    k = n_classes + 1
+    cm = np.bincount(gt.astype(np.int64).ravel() * k + pred.astype(np.int64).ravel(), minlength=k * k).reshape(k, k)
+    tp = np.diag(cm)[1:].astype(np.float64)
+    denom = cm.sum(0)[1:] + cm.sum(1)[1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, 2 * tp / denom, np.nan)
+
+
+def _nanmean(a: np.ndarray, axis=None):
+    """Mean ignoring NaN; NaN (no warning) where everything is NaN."""
+    a = np.asarray(a, dtype=np.float64)
+    ok = np.isfinite(a)
+    cnt = ok.sum(axis=axis)
+    tot = np.where(ok, a, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
+
+
+def mean_dice(per_case: np.ndarray) -> float:
+    """nnU-Net's ``foreground_mean`` Dice: per class mean over cases (NaN-skipping), then mean over
+    classes (0 if no class has a value)."""
+    per_class = _nanmean(per_case, axis=0)
+    return float(_nanmean(per_class)) if np.isfinite(per_class).any() else 0.0
+
+
+@dataclass
+class Hooks:
+    """Progress callbacks (all optional)."""
+    log: Callable[[str], None] = lambda msg: None
+    start: Callable[[str, int], None] = lambda desc, total: None
+    tick: Callable[[int], None] = lambda n: None
+    done: Callable[[], None] = lambda: None
+
+
+class SegmentationDomain:
+    def __init__(self, data: Prepared, qs: QuerySetting, preset: Preset, plan: NetworkPlan, *, seed: int,
+                 device: str = "cpu", overlap: float = 0.0, score_kinds=(), hooks: Hooks | None = None):
+        self.data, self.qs, self.preset, self.plan = data, qs, preset, plan
+        self.seed, self.device, self.overlap = int(seed), device, float(overlap)
+        self.score_kinds = tuple(score_kinds)
+        self.hooks = hooks or Hooks()
+        self.train_cases = [int(c) for c in data.train]
+        self.n_classes = data.n_classes
+        self.ignore = self.n_classes + 1
+        self.total_fg = int(sum(int(np.count_nonzero(self.gt(j))) for j in range(len(self.train_cases))))
+        self.total_vox = int(sum(int(np.prod(data.shapes[c])) for c in self.train_cases))
+
+    def gt(self, j: int) -> np.ndarray:
+        """Full ground truth of train+pool image ``j`` (memory-mapped; the simulated annotator)."""
+        return np.asarray(self.data.label(self.train_cases[j]))
+
+    # -- pool ---------------------------------------------------------------------------------
+    def new_pool(self) -> PatchPool:
+        return PatchPool([self.data.shapes[c] for c in self.train_cases], self.qs.patch, self.qs.agg_stride)
+
+    def env(self, pool: PatchPool) -> QueryEnv:
+        return QueryEnv(pool, self.gt, self.n_classes, self.overlap, self.qs.n_patch_per_image)
+
+    def initial_pool(self) -> PatchPool:
+        """Pool with the starting budget labelled in cycle 0 (validates feasibility: UserError)."""
+        pool = self.new_pool()
+        ids = starting_budget(self.env(pool), self.qs.query_size, np.random.default_rng([self.seed, 0x5B]),
+                              self.data.class_names)
+        pool.label(ids, 0)
+        return pool
+
+    # -- training ------------------------------------------------------------------------------
+    def _partial_labels(self, pool: PatchPool) -> dict[int, np.ndarray]:
+        out = {}
+        for j in range(pool.n_images):
+            mask = pool.annotation_mask(j)
+            if mask.any():
+                lab = self.gt(j).astype(np.int16 if self.ignore > 255 else np.uint8, copy=True)
+                lab[~mask] = self.ignore
+                out[j] = lab
+        return out
+
+    def fit(self, labels: dict[int, np.ndarray], key: tuple) -> Ensemble:
+        images = sorted(labels)
+        classes_of = {j: set(np.unique(labels[j]).tolist()) - {self.ignore} for j in images}
+        K = self.preset.ensemble
+        folds = cv_folds(images, classes_of, K, np.random.default_rng([*key, 0xF0]))
+        models = []
+        self.hooks.start(f"training {K} model(s)", K * self.preset.iterations)
+        for f in range(max(K, 1)):
+            held = set(folds[f]) if f < len(folds) else set()
+            tr = [j for j in images if j not in held] or images
+            sampler = RegionSampler([self.data.image(self.train_cases[j]) for j in tr], [labels[j] for j in tr],
+                                    self.plan.patch_size, self.n_classes, self.ignore,
+                                    np.random.default_rng([*key, f, 0x5A]), mirror=True)
+            models.append(train_model(sampler, self.plan, self.preset, self.data.n_channels, self.n_classes,
+                                      self.ignore, (*key, f), self.device, tick=self.hooks.tick))
+        self.hooks.done()
+        return Ensemble(models, self.plan, self.device, self.preset.amp, self.preset.sw_batch, folds)
+
+    def train(self, pool: PatchPool, cycle: int) -> Ensemble:
+        return self.fit(self._partial_labels(pool), (self.seed, int(cycle)))
+
+    def train_full(self, key: tuple = (0, 9999)) -> Ensemble:
+        """Reference model on the fully annotated train+pool set (same training length)."""
+        return self.fit({j: self.gt(j) for j in range(len(self.train_cases))}, key)
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def test_metrics(self, model: Ensemble) -> dict:
+        per_case = []
+        self.hooks.start("test inference", len(self.data.test))
+        for c in self.data.test:
+            P = model.predict(self.data.image(int(c)), overlap=0.5, mirror=self.preset.tta_test)
+            pred = P.mean(0).argmax(0).numpy()
+            per_case.append(dice_per_class(pred, np.asarray(self.data.label(int(c))), self.n_classes))
+            self.hooks.tick(1)
+        self.hooks.done()
+        per_case = np.asarray(per_case)
+        per_class, per_image = _nanmean(per_case, 0), _nanmean(per_case, 1)
+        nan2none = (lambda a: [None if not np.isfinite(v) else float(v) for v in a])
+        return {"mean_dice": mean_dice(per_case), "dice_per_class": nan2none(per_class),
+                "per_image_dice": nan2none(per_image)}
+
+    def annotation_stats(self, pool: PatchPool) -> dict:
+        vox = fg = 0
+        per_class = np.zeros(self.n_classes + 1, dtype=np.int64)
+        for j in range(pool.n_images):
+            m = pool.annotation_mask(j)
+            if m.any():
+                counts = np.bincount(self.gt(j)[m], minlength=self.n_classes + 1)
+                per_class += counts
+                vox += int(m.sum())
+        fg = int(per_class[1:].sum())
+        return {"n_patches": pool.n_labelled, "annotated_voxels": int(vox), "annotated_fg_voxels": fg,
+                "annotated_class_voxels": per_class.tolist(),
+                "voxel_fraction": vox / max(self.total_vox, 1), "fg_fraction": fg / max(self.total_fg, 1)}
+
+    def evaluate(self, model: Ensemble, pool: PatchPool) -> dict:
+        return {**self.test_metrics(model), **self.annotation_stats(pool)}
+
+    # -- query evidence ------------------------------------------------------------------------
+    def patch_scores(self, model: Ensemble, pool: PatchPool, kinds) -> dict[str, list]:
+        """Per train+pool image: ensemble softmax [K, C+1, X, Y, Z] (sliding window, no TTA,
+        tile step 0.75) → voxel maps (PE, BALD, p̄_c·PE) → mean over every query window."""
+        kinds = tuple(kinds)
+        out = {k: [] for k in kinds}
+        self.hooks.start("query inference", pool.n_images)
+        for j, c in enumerate(self.train_cases):
+            P = model.predict(self.data.image(c), overlap=0.25, mirror=False)
+            d = uncertainty.decomposition(P, sample_dim=0, class_dim=1)
+            k, s = pool.kernels[j], pool.stride
+            if "pe" in out:
+                out["pe"].append(box_mean(d["pe"].numpy(), k, s))
+            if "mi" in out:
+                out["mi"].append(box_mean(d["mi"].numpy(), k, s))
+            if "cls" in out:
+                out["cls"].append(box_mean((P.mean(0)[1:] * d["pe"][None]).numpy(), k, s))
+            self.hooks.tick(1)
+        self.hooks.done()
+        return out
+
+    def evidence(self, model: Ensemble, pool: PatchPool) -> Evidence:
+        env = self.env(pool)
+        kinds = self.score_kinds or ("pe", "mi", "cls")
+        return Evidence(providers={"env": lambda: env, "patch_scores": lambda: self.patch_scores(model, pool, kinds)})
+
+    def context(self, cycle: int) -> dict:
+        return {"cycle": int(cycle), "beta": 1.0,
+                "beta_schedule": selection.scheduled_beta(int(cycle), BETA_HORIZON, BETA0, BETA_MAX)}

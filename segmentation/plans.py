@@ -1,0 +1,239 @@
+"""Experiment settings: presets, label regimes / query patch sizes per dataset, and the network plan.
+
+* Thesis datasets (Table C.2, main study; Table D.1 / §8.5, roll-out) carry their published query
+  patch size, per-loop query size per Label Regime and aggregation stride.  The thesis writes patch
+  sizes in nnU-Net's (z, y, x) array order; our arrays are in NIfTI (x, y, z) order, so the tuples
+  are reversed when applied.
+* Any other dataset follows the deployment guideline of §D.5: query patch size = median over
+  foreground classes of the per-class median bounding box of the largest connected component
+  (train+pool, resampled grid); query size per loop = 50 patches per class (regime ``low`` /
+  ``rollout``), doubled for ``medium`` and doubled again for ``high`` (our extension: D.5 gives one
+  budget only); 5 loops; starting budget = query size.
+* The built-in phantoms use the D.5 patch-size rule and fixed budgets sized like Hippocampus
+  (≈ 6 / 12 / 18 % of the train+pool voxels annotated after 5 loops).
+* :func:`plan_network` configures a DynUNet from the dataset fingerprint the way nnU-Net does:
+  network patch from the median shape under a voxel budget, per-axis pooling while the feature map
+  stays ≥ 4 voxels and the axis is not much coarser than the finest one, 3×3×3 kernels except on
+  strongly anisotropic axes, filters doubling per stage up to a cap.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, asdict
+
+import numpy as np
+
+from core.errors import UserError
+
+REGIMES = ("low", "medium", "high", "rollout")
+N_LOOPS = 5
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    ensemble: int                # K models (K-fold CV ensemble), retrained from scratch each loop
+    iterations: int              # training iterations per model (nnU-Net: 200 epochs x 250)
+    batch_size: int
+    patch_voxels: int            # network-patch voxel budget
+    base_filters: int
+    max_filters: int
+    max_pools: int
+    deep_supervision: bool
+    amp: bool                    # bf16 autocast on CPU, fp16 on CUDA
+    tta_test: bool               # mirror TTA for test-set inference
+    lr: float
+    optimizer: str               # "sgd" (nnU-Net: momentum 0.99, nesterov, poly) or "adamw"
+    sw_batch: int
+    phantom_n: int
+    phantom_size: int
+    seeds: int                   # default number of seeds
+    loops: int = N_LOOPS
+
+
+PRESETS = {
+    # thesis scale: nnU-Net 3d_fullres, 5-fold ensemble, 200 epochs x 250 iterations, batch 2
+    "thesis": Preset("thesis", ensemble=5, iterations=200 * 250, batch_size=2, patch_voxels=128 ** 3,
+                     base_filters=32, max_filters=320, max_pools=5, deep_supervision=True, amp=True,
+                     tta_test=True, lr=0.01, optimizer="sgd", sw_batch=2, phantom_n=60, phantom_size=64, seeds=4),
+    # same protocol on a 2-core CPU: 2-model ensemble, short training, small network and patches
+    # (300 AdamW steps at 1e-3, batch 2 — one foreground-forced sample per batch — is the shortest
+    #  schedule that trained the small classes reliably across seeds; 150 steps or batch 1 did not)
+    "laptop": Preset("laptop", ensemble=2, iterations=300, batch_size=2, patch_voxels=32 ** 3,
+                     base_filters=16, max_filters=64, max_pools=3, deep_supervision=False, amp=True,
+                     tta_test=False, lr=1e-3, optimizer="adamw", sw_batch=4, phantom_n=24, phantom_size=48, seeds=1),
+    # tests: tiny volumes, two iterations
+    "smoke": Preset("smoke", ensemble=2, iterations=2, batch_size=1, patch_voxels=16 ** 3,
+                    base_filters=16, max_filters=32, max_pools=2, deep_supervision=False, amp=False,
+                    tta_test=False, lr=1e-3, optimizer="adamw", sw_batch=2, phantom_n=12, phantom_size=24, seeds=1),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Label regimes and query patch sizes
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DatasetSetting:
+    key: str
+    aliases: tuple
+    patch_zyx: tuple | None           # thesis order; None = D.5 rule
+    query_sizes: dict                 # regime -> patches per loop
+    agg_stride_zyx: tuple = (1, 1, 1)
+    n_patch_per_image: int | None = 20   # None = query size (roll-out)
+    source: str = ""
+
+
+THESIS_DATASETS = [
+    DatasetSetting("hippocampus", ("hippocampus", "task04_hippocampus", "dataset004_hippocampus"), (20, 20, 20),
+                   {"low": 20, "medium": 40, "high": 60}, (1, 1, 1), 20, "Table C.2"),
+    DatasetSetting("acdc", ("acdc", "dataset027_acdc"), (4, 40, 40),
+                   {"low": 30, "medium": 60, "high": 90}, (1, 8, 8), 20, "Table C.2"),
+    DatasetSetting("amos", ("amos", "amos2022", "dataset216_amos2022_task1"), (32, 74, 74),
+                   {"low": 40, "medium": 200, "high": 500}, (8, 8, 8), 20, "Table C.2"),
+    DatasetSetting("kits", ("kits", "kits2021", "kits21", "dataset135_kits2021"), (64, 64, 64),
+                   {"low": 40, "medium": 200, "high": 500}, (8, 8, 8), 20, "Table C.2 (64³ per §12 erratum 1)"),
+    DatasetSetting("lits", ("lits", "liver", "task03_liver", "dataset003_liver"), (28, 44, 39),
+                   {"rollout": 150}, (8, 8, 8), None, "Table D.1"),
+    DatasetSetting("word", ("word", "dataset654_word"), (29, 74, 87), {"rollout": 800}, (4, 8, 8), None, "Table D.1"),
+    DatasetSetting("toothfairy2", ("toothfairy2", "dataset119_toothfairy2"), (33, 34, 35), {"rollout": 2100},
+                   (4, 6, 6), 50, "Table D.1"),
+    DatasetSetting("mamamia", ("mamamia", "mama-mia", "mama_mia", "dataset095_mamamia"), (16, 48, 57),
+                   {"rollout": 100}, (2, 4, 4), None, "Table D.1"),
+]
+PHANTOM_SETTING = DatasetSetting("phantoms", ("phantoms",), None, {"low": 20, "medium": 40, "high": 60},
+                                 (1, 1, 1), 20, "built-in phantoms (D.5 patch rule, Hippocampus-like voxel fractions)")
+D5_PER_CLASS = {"low": 50, "rollout": 50, "medium": 100, "high": 200}
+
+
+def match_setting(name: str, is_phantoms: bool = False) -> DatasetSetting | None:
+    if is_phantoms:
+        return PHANTOM_SETTING
+    key = "".join(ch for ch in name.lower() if ch.isalnum() or ch in "_-")
+    for s in THESIS_DATASETS:
+        if key in s.aliases or key.replace("-", "_") in s.aliases:
+            return s
+    return None
+
+
+def d5_patch_size(lcc_bbox: dict) -> tuple:
+    """§D.5: per class, median (over train+pool images containing it) of the bounding box of the
+    largest connected component; then the median over classes, per axis."""
+    arr = np.asarray([np.asarray(v, dtype=float) for v in lcc_bbox.values()])  # [images, C, 3]
+    if arr.size == 0:
+        raise UserError("cannot derive a query patch size: no foreground in the train+pool labels")
+    arr[arr == 0] = np.nan
+    with np.errstate(all="ignore"):
+        per_class = np.nanmedian(arr, axis=0)  # [C, 3]
+    per_class = per_class[np.isfinite(per_class).all(1)]
+    if len(per_class) == 0:
+        raise UserError("cannot derive a query patch size: no foreground in the train+pool labels")
+    return tuple(int(max(1, round(v))) for v in np.median(per_class, axis=0))
+
+
+@dataclass
+class QuerySetting:
+    patch: tuple                 # query patch size, array order
+    query_size: int              # patches per loop (= starting budget)
+    loops: int
+    agg_stride: tuple
+    n_patch_per_image: int
+    source: str
+    notes: list = field(default_factory=list)
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def query_setting(setting: DatasetSetting | None, regime: str, n_classes: int, lcc_bbox: dict, *,
+                  patch_override=None, query_size_override=None, stride_override=None, ppi_override=None,
+                  loops: int = N_LOOPS) -> QuerySetting:
+    notes = []
+    if setting is not None and setting.patch_zyx is not None:
+        patch = tuple(reversed(setting.patch_zyx))
+        stride = tuple(reversed(setting.agg_stride_zyx))
+        src = f"{setting.key}: {setting.source}"
+    else:
+        patch = d5_patch_size(lcc_bbox)
+        stride = tuple(reversed(setting.agg_stride_zyx)) if setting else (1, 1, 1)
+        src = f"{setting.key if setting else 'new dataset'}: query patch by the D.5 median-bounding-box rule"
+    if setting is not None and setting.query_sizes:
+        if regime not in setting.query_sizes and query_size_override is None:
+            raise UserError(f"dataset {setting.key} defines regimes {', '.join(setting.query_sizes)}, not {regime!r}")
+        qs = setting.query_sizes.get(regime)
+        ppi = setting.n_patch_per_image
+    else:
+        qs = D5_PER_CLASS[regime] * n_classes
+        ppi = None
+        src += f"; query size {D5_PER_CLASS[regime]} patches/class/loop (D.5)"
+    if patch_override is not None:
+        patch = tuple(int(v) for v in patch_override)
+        notes.append("query patch size set by --patch-size")
+    if query_size_override is not None:
+        qs = int(query_size_override)
+        notes.append("query size set by --query-size")
+    if stride_override is not None:
+        stride = tuple(int(v) for v in stride_override)
+    if ppi_override is not None:
+        ppi = int(ppi_override)
+    if ppi is None:
+        ppi = qs
+    if qs < 1 or min(patch) < 1 or min(stride) < 1 or ppi < 1:
+        raise UserError("query size, patch size, stride and patches per image must be >= 1")
+    return QuerySetting(tuple(int(v) for v in patch), int(qs), int(loops), tuple(int(v) for v in stride),
+                        int(ppi), src, notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Network plan (nnU-Net style)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class NetworkPlan:
+    patch_size: tuple
+    kernels: list
+    strides: list
+    filters: list
+
+    def to_dict(self):
+        return {"patch_size": list(self.patch_size), "kernels": [list(k) for k in self.kernels],
+                "strides": [list(s) for s in self.strides], "filters": list(self.filters)}
+
+
+def _pooling(patch, spacing, max_pools: int, min_feature: int = 4):
+    size = np.asarray(patch, dtype=float)
+    sp = np.asarray(spacing, dtype=float)
+    kernels, strides = [], [[1, 1, 1]]
+    kernels.append([3 if s <= 2 * sp.min() else 1 for s in sp])
+    for _ in range(max_pools):
+        can = size >= 2 * min_feature
+        if not can.any():
+            break
+        ref = sp[can].min()
+        pool = can & (sp <= 2 * ref)
+        if not pool.any():
+            break
+        st = [2 if p else 1 for p in pool]
+        size = size / np.asarray(st)
+        sp = sp * np.asarray(st)
+        strides.append(st)
+        kernels.append([3 if s <= 2 * sp.min() else 1 for s in sp])
+    return kernels, strides
+
+
+def plan_network(median_shape, spacing, preset: Preset) -> NetworkPlan:
+    """nnU-Net-like: patch aspect follows the median shape in physical space, capped by the voxel
+    budget and the median shape, then made divisible by the total pooling per axis."""
+    med = np.maximum(np.asarray(median_shape, dtype=float), 1)
+    sp = np.asarray(spacing, dtype=float)
+    # start isotropic in mm, never larger than the median image
+    phys = np.full(3, (preset.patch_voxels * np.prod(sp)) ** (1 / 3))
+    patch = np.minimum(phys / sp, med)
+    while np.prod(patch) > preset.patch_voxels * 1.0001:
+        ax = int(np.argmax(patch / med))
+        patch[ax] *= 0.95
+    patch = np.maximum(np.floor(patch + 1e-6), 1)
+    kernels, strides = _pooling(patch, sp, preset.max_pools)
+    div = np.prod(np.asarray(strides), axis=0)
+    patch = np.maximum((patch // div) * div, div).astype(int)
+    filters = [int(min(preset.base_filters * 2 ** i, preset.max_filters)) for i in range(len(strides))]
+    return NetworkPlan(tuple(int(v) for v in patch), kernels, strides, filters)
