@@ -11,6 +11,26 @@ import numpy as np
 from .errors import UserError
 
 
+def check_label_request(ids, cycle: int, size: int, is_labelled) -> np.ndarray:
+    """Validate a label request against any pool representation; returns the ids as int64.
+
+    ``is_labelled(ids) -> bool array`` says which ids are labelled already.  Refuses a negative
+    cycle, duplicate ids, ids outside ``[0, size)`` and ids labelled before."""
+    ids = np.asarray(ids, dtype=np.int64).ravel()
+    if cycle < 0:
+        raise ValueError("cycle must be >= 0")
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"duplicate ids in label request: {uniq[counts > 1][:5].tolist()}")
+    bad = ids[(ids < 0) | (ids >= size)]
+    if len(bad):
+        raise ValueError(f"ids outside the pool (size {size}): {bad[:5].tolist()}")
+    again = ids[is_labelled(ids)]
+    if len(again):
+        raise ValueError(f"ids already labelled: {again[:5].tolist()}")
+    return ids
+
+
 class Pool:
     def __init__(self, n_candidates: int, val_ids=(), test_ids=()):
         self.labelled_at = np.full(int(n_candidates), -1, dtype=np.int64)
@@ -36,18 +56,7 @@ class Pool:
         return np.flatnonzero(self.labelled_at == cycle)
 
     def label(self, ids, cycle: int) -> None:
-        ids = np.asarray(ids, dtype=np.int64).ravel()
-        if cycle < 0:
-            raise ValueError("cycle must be >= 0")
-        uniq, counts = np.unique(ids, return_counts=True)
-        if (counts > 1).any():
-            raise ValueError(f"duplicate ids in label request: {uniq[counts > 1][:5].tolist()}")
-        bad = ids[(ids < 0) | (ids >= len(self))]
-        if len(bad):
-            raise ValueError(f"ids outside the pool (size {len(self)}): {bad[:5].tolist()}")
-        again = ids[self.labelled_at[ids] >= 0]
-        if len(again):
-            raise ValueError(f"ids already labelled: {again[:5].tolist()}")
+        ids = check_label_request(ids, cycle, len(self), lambda i: self.labelled_at[i] >= 0)
         self.labelled_at[ids] = cycle
 
     def state_dict(self) -> dict:

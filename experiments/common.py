@@ -109,6 +109,15 @@ class Progress:
         if self._p is not None and task is not None:
             self._p.update(task, advance=n, **({"description": description} if description else {}))
 
+    def restart(self, task, total: int | None, description: str):
+        """Reuse a bar for a new piece of work (shown again, count reset)."""
+        if self._p is not None and task is not None:
+            self._p.reset(task, total=total, description=description, visible=True)
+
+    def hide(self, task):
+        if self._p is not None and task is not None:
+            self._p.update(task, visible=False)
+
     def log(self, msg: str):
         if self._p is not None:
             self._p.console.log(msg)

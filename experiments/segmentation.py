@@ -86,19 +86,16 @@ class _Bars:
     def __init__(self, pr: Progress):
         self.pr = pr
         self.task = pr.task("", None)
-        if pr._p is not None and self.task is not None:
-            pr._p.update(self.task, visible=False)
+        pr.hide(self.task)
 
     def start(self, desc, total):
-        if self.pr._p is not None and self.task is not None:
-            self.pr._p.reset(self.task, total=total, description=f"  {desc}", visible=True)
+        self.pr.restart(self.task, total, f"  {desc}")
 
     def tick(self, n):
         self.pr.advance(self.task, n)
 
     def done(self):
-        if self.pr._p is not None and self.task is not None:
-            self.pr._p.update(self.task, visible=False)
+        self.pr.hide(self.task)
 
 
 def _load_data(args, preset, pr: Progress, bars: _Bars):

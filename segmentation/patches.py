@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from core.errors import UserError
-from core.pool import Pool
+from core.pool import Pool, check_label_request
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,18 +183,7 @@ class PatchPool(Pool):
         return self._ids[self._cycles == cycle]
 
     def label(self, ids, cycle: int) -> None:
-        ids = np.asarray(ids, dtype=np.int64).ravel()
-        if cycle < 0:
-            raise ValueError("cycle must be >= 0")
-        uniq, counts = np.unique(ids, return_counts=True)
-        if (counts > 1).any():
-            raise ValueError(f"duplicate ids in label request: {uniq[counts > 1][:5].tolist()}")
-        bad = ids[(ids < 0) | (ids >= len(self))]
-        if len(bad):
-            raise ValueError(f"ids outside the pool (size {len(self)}): {bad[:5].tolist()}")
-        again = ids[np.isin(ids, self._ids)]
-        if len(again):
-            raise ValueError(f"ids already labelled: {again[:5].tolist()}")
+        ids = check_label_request(ids, cycle, len(self), lambda i: np.isin(i, self._ids))
         all_ids = np.concatenate([self._ids, ids])
         all_cyc = np.concatenate([self._cycles, np.full(len(ids), cycle, dtype=np.int64)])
         order = np.argsort(all_ids, kind="stable")
