@@ -22,6 +22,8 @@ from typing import IO, Any, Callable
 from .errors import UserError
 
 MARKER = "realistic_al_run"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 FORMAT = 1
 
 
@@ -35,6 +37,7 @@ def atomic_write(path: Path, write: Callable[[IO], None], binary: bool = False) 
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results should be readable like any file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
