@@ -25,7 +25,7 @@ from . import data as D
 from . import rollout
 from .presets import ROLLOUT_IMAGE_SIZE, Preset
 from .regimes import Regime, regime as get_regime
-from .training import TrainConfig, embed, fit
+from .training import TrainConfig, embed
 
 PARADIGMS = ("supervised", "selfsl", "fixmatch")
 
@@ -87,6 +87,20 @@ def train_seed(seed: int, cycle: int) -> int:
     return int(seed) * 1009 + int(cycle)
 
 
+def fit_fn_for(prep: Prepared, paradigm: str, labelled_ids, seed: int, device: str, pretrained: dict | None = None):
+    """``fit_fn(cfg, callbacks) -> (net, info)`` training the paradigm's model on ``labelled_ids`` (pool
+    positions) with the dataset's transforms; FixMatch gets the rest of the pool as unlabelled data.
+    The one place that maps a paradigm to its trainer, for AL cycles and tuning trials alike."""
+    from .tuning import make_fit_fn
+    s = prep.splits
+    unlabelled = None
+    if paradigm == "fixmatch":
+        unlabelled = prep.pool_data.subset(np.setdiff1d(np.arange(len(prep.pool_data)), labelled_ids))
+    return make_fit_fn(paradigm, prep.pool_data.subset(labelled_ids), prep.val_data, s.n_classes, s.mean, s.std,
+                       s.metric, s.imbalanced, seed, device, unlabelled=unlabelled, pretrained_state=pretrained,
+                       augment=rollout.augmenter_for(s))
+
+
 def classification_metrics(y_true, probs: torch.Tensor, n_classes: int) -> dict:
     pred = probs.argmax(1).cpu().numpy()
     return {"accuracy": accuracy(y_true, pred), "balanced_accuracy": balanced_accuracy(y_true, pred, n_classes),
@@ -102,7 +116,6 @@ class ClassificationRun:
                  pretrained: dict | None = None):
         self.p, self.method, self.device = prep, method, device
         self.paradigm, self.pretrained = paradigm, pretrained
-        self.augment = rollout.augmenter_for(prep.splits)
         self.cfg = replace(cfg, dropout=float(method.model.get("dropout", cfg.dropout)))
         self.cache = round0_cache if round0_cache is not None else {}
         self.log = log or (lambda m: None)
@@ -115,16 +128,8 @@ class ClassificationRun:
         if cycle == 0 and key in self.cache:
             net, self.last_fit = self.cache[key]
             return net
-        args = (self.p.pool_data.subset(pool.labelled), self.p.val_data, self.cfg, s.n_classes, s.mean, s.std,
-                s.metric, s.imbalanced, train_seed(self.p.seed, cycle), self.device)
-        if self.paradigm == "selfsl":
-            from .selfsl import fit_selfsl
-            net, info = fit_selfsl(*args, pretrained_state=self.pretrained, augment=self.augment)
-        elif self.paradigm == "fixmatch":
-            from .fixmatch import fit_fixmatch
-            net, info = fit_fixmatch(*args, unlabelled=self.p.pool_data.subset(pool.unlabelled), augment=self.augment)
-        else:
-            net, info = fit(*args, augment=self.augment)
+        net, info = fit_fn_for(self.p, self.paradigm, pool.labelled, train_seed(self.p.seed, cycle), self.device,
+                               self.pretrained)(self.cfg, None)
         self.last_fit = info
         if cycle == 0:
             self.cache[key] = (net, info)

@@ -75,7 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from classification.experiment import prepare, run_one
     from classification.presets import PRESETS, train_config
-    import numpy as np
     device = resolve_device(args.device)
     preset = PRESETS[args.preset]
     base_cfg = replace(train_config(args.paradigm, args.dataset, preset), imbalance=args.imbalance)
@@ -103,15 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        cache_dir / "simclr", images=prep.pool_data.images, progress=pr.log)
                 extra["pretrained"] = {k: ckpt.get(k) for k in ("tag", "seed", "n_images", "arch", "config", "knn_history")}
             if args.tune:
-                from classification.experiment import train_seed
-                from classification.rollout import augmenter_for
-                from classification.tuning import apply_params, make_fit_fn, tune
-                rest = np.setdiff1d(np.arange(len(prep.pool_data)), prep.start_ids)
-                fit_fn = make_fit_fn(args.paradigm, prep.pool_data.subset(prep.start_ids), prep.val_data,
-                                     prep.splits.n_classes, prep.splits.mean, prep.splits.std, prep.splits.metric,
-                                     prep.splits.imbalanced, train_seed(seed, 0), device,
-                                     unlabelled=prep.pool_data.subset(rest), pretrained_state=ckpt,
-                                     augment=augmenter_for(prep.splits))
+                from classification.experiment import fit_fn_for, train_seed
+                from classification.tuning import apply_params, tune
+                fit_fn = fit_fn_for(prep, args.paradigm, prep.start_ids, train_seed(seed, 0), device, ckpt)
                 params, best_path = tune(args.paradigm, fit_fn, cfg, root / "tuning" / f"seed{seed}",
                                          key={"dataset": args.dataset, "regime": args.regime, "seed": seed,
                                               "preset": preset.name}, seed=seed, progress=pr.log)
