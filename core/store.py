@@ -13,11 +13,13 @@ is the source of truth on resume.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterator
 
 from .errors import UserError
 
@@ -43,6 +45,27 @@ def atomic_write(path: Path, write: Callable[[IO], None], binary: bool = False) 
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (a lock file, created if missing) for the block.
+
+    A second holder — another process writing the same run directory, output table or study — is
+    refused at once with a one-line ``UserError`` naming ``what``; the lock dies with its process
+    (``flock``), so a killed writer never leaves a stale lock behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{what} is being written by another process (lock {path}); "
+                            "wait for it to finish or use another --out") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

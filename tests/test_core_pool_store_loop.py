@@ -111,3 +111,23 @@ def test_schedule_larger_than_pool_fails_before_training(tmp_path):
     with pytest.raises(UserError, match="only 3 would remain"):
         loop.run()
     assert trained == []
+
+
+def test_exclusive_lock_refuses_a_second_holder(tmp_path):
+    import subprocess
+    from pathlib import Path
+    import sys
+    from core.errors import UserError
+    from core.store import exclusive
+    lock = tmp_path / "out" / ".lock"
+    with exclusive(lock, "study out"):
+        with pytest.raises(UserError, match="study out is being written by another process"):
+            with exclusive(lock, "study out"):
+                pass
+        # another process is refused too
+        code = ("import sys; sys.path.insert(0, %r)\n"
+                "from core.store import exclusive\nfrom core.errors import UserError\n"
+                "try:\n    exclusive(%r, 'x').__enter__()\nexcept UserError:\n    sys.exit(3)\n") % (str(Path(__file__).resolve().parents[1]), str(lock))
+        assert subprocess.run([sys.executable, "-c", code]).returncode == 3
+    with exclusive(lock, "study out"):  # released after the block
+        pass
