@@ -1,0 +1,132 @@
+"""Pick regression: every query method picks the same candidate ids as before the query-contract
+refactor, for fixed synthetic evidence and a fixed generator.
+
+``tests/data/query_picks.json`` was recorded on the tree *before* the refactor (issue 10) by running
+this file as a script; the test only reads it.  Regenerate it only for a deliberate change of a
+method's picks, and say so in the commit.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+PICKS = Path(__file__).parent / "data" / "query_picks.json"
+N_PICK_CLS, N_PICK_SEG = 10, 6
+GEN_SEED = 1234
+
+
+# ------------------------------------------------------------------------------ synthetic evidence
+def _softmax(z, axis=-1):
+    z = z - z.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def classification_evidence():
+    """Unlabelled candidates 20..119 of a 120-sample pool (0..19 labelled)."""
+    rng = np.random.default_rng(42)
+    n_pool, n_lab, C, M, D = 120, 20, 5, 8, 16
+    logits = rng.standard_normal((n_pool, C)) * 2.0
+    mc = _softmax(logits[:, None, :] + rng.standard_normal((n_pool, M, C)) * 1.5).astype(np.float32)
+    probs = mc.mean(1)
+    feats = rng.standard_normal((n_pool, D)).astype(np.float32)
+    h = np.abs(rng.standard_normal((n_pool, D))).astype(np.float32)
+    unl = np.arange(n_lab, n_pool)
+    lab = np.arange(n_lab)
+    return {"unlabelled": unl, "probs": probs[unl], "mc_probs": mc[unl], "features": feats[unl],
+            "labelled_features": feats[lab], "badge": (probs[unl], h[unl])}
+
+
+def segmentation_setup():
+    """(env, score grids, starting-budget ids) on 8 labelled 16³ volumes with 3 foreground classes."""
+    from segmentation import query as segq
+    from segmentation.patches import PatchPool, box_mean
+    rng = np.random.default_rng(7)
+    shape, n_img, patch = (16, 16, 16), 8, (4, 4, 4)
+    labels = []
+    for _ in range(n_img):
+        lab = np.zeros(shape, np.uint8)
+        o = rng.integers(1, 5, 3)
+        lab[o[0]:o[0] + 8, o[1]:o[1] + 8, o[2]:o[2] + 8] = 1
+        p = rng.integers(11, 13, 3)
+        lab[p[0]:p[0] + 3, p[1]:p[1] + 3, p[2]:p[2] + 3] = 2
+        lab[o[0] + 3:o[0] + 5, o[1] + 3:o[1] + 5, o[2] + 3:o[2] + 5] = 3
+        labels.append(lab)
+    pool = PatchPool([shape] * n_img, patch, 1)
+    env = segq.QueryEnv(pool, labels.__getitem__, 3, 0.0, 8)
+    start = segq.starting_budget(env, 10, np.random.default_rng(3))
+    pool.label(start, 0)
+    pe, mi, cls = [], [], []
+    for j in range(n_img):
+        p = _softmax(rng.standard_normal((4, *shape)) * 1.5, axis=0).astype(np.float32)  # [C+1, X, Y, Z]
+        h = -(p * np.log(p)).sum(0)
+        k = pool.kernels[j]
+        pe.append(box_mean(h, k, 1))
+        mi.append(box_mean(h * rng.random(h.shape).astype(np.float32), k, 1))
+        cls.append(box_mean(p[1:] * h[None], k, 1))
+    return env, {"pe": pe, "mi": mi, "cls": cls}, start
+
+
+# Context variants: (tag, beta, cycle).  ClaSP PE reads the scheduled β of the cycle; the power /
+# softrank methods read β.
+CONTEXTS = [("b1c0", 1.0, 0), ("b2c2", 2.0, 2)]
+
+
+# ------------------------------------------------------------------------------ recorder (old API)
+def _record() -> dict:  # pragma: no cover - run by hand on the pre-refactor tree only
+    from core import query as cq
+    from core import selection
+    from segmentation import query as segq
+    out = {"classification": {}, "segmentation": {}, "segmentation_start": None}
+    ev0 = classification_evidence()
+    for name in cq.names("classification"):
+        for tag, beta, cycle in CONTEXTS:
+            ev = cq.Evidence(values={"n": len(ev0["unlabelled"]), **{k: v for k, v in ev0.items() if k != "unlabelled"}},
+                             context={"beta": beta, "cycle": cycle})
+            pos = cq.get(name, "classification").select(ev, N_PICK_CLS, np.random.default_rng(GEN_SEED))
+            out["classification"][f"{name}/{tag}"] = ev0["unlabelled"][pos].tolist()
+    env, scores, start = segmentation_setup()
+    out["segmentation_start"] = start.tolist()
+    for short, reg in segq.METHODS.items():
+        for tag, beta, cycle in CONTEXTS:
+            env, scores, _ = segmentation_setup()
+            ev = cq.Evidence(providers={"env": lambda: env, "patch_scores": lambda: scores},
+                             context={"cycle": cycle, "beta": beta,
+                                      "beta_schedule": selection.scheduled_beta(cycle, segq.BETA_HORIZON)})
+            pos = segq.get(short).select(ev, N_PICK_SEG, np.random.default_rng(GEN_SEED))
+            out["segmentation"][f"{reg}/{tag}"] = np.asarray(env.pool.unlabelled[pos]).tolist()
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    PICKS.parent.mkdir(exist_ok=True)
+    PICKS.write_text(json.dumps(_record(), indent=0, sort_keys=True) + "\n")
+    print(f"wrote {PICKS}")
+
+
+# ------------------------------------------------------------------------------ the test
+RECORDED = json.loads(PICKS.read_text())
+
+
+def test_classification_picks_unchanged():
+    got = {k: v for k, v in _record_classification().items()}
+    assert got == RECORDED["classification"]
+
+
+def test_segmentation_picks_unchanged():
+    seg, start = _record_segmentation()
+    assert start == RECORDED["segmentation_start"]
+    assert seg == RECORDED["segmentation"]
+
+
+def _record_classification() -> dict:
+    return _record()["classification"]
+
+
+def _record_segmentation():
+    r = _record()
+    return r["segmentation"], r["segmentation_start"]
