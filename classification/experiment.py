@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import query as Q
+from core import query
 from core.errors import UserError
 from core.loop import ActiveLearningLoop
 from core.metrics import accuracy, balanced_accuracy, macro_f1
@@ -22,6 +22,7 @@ from core.query import Evidence
 from core.store import RunStore
 
 from . import data as D
+from . import query as _registers  # noqa: F401  (registers the classification query methods)
 from . import rollout
 from .presets import ROLLOUT_IMAGE_SIZE, Preset
 from .regimes import Regime, regime as get_regime
@@ -111,11 +112,14 @@ class ClassificationRun:
     """The domain callables for one run; ``round0_cache`` (shared across methods of one invocation)
     reuses the deterministic round-0 model of an identical configuration instead of retraining it."""
 
-    def __init__(self, prep: Prepared, method: Q.QueryMethod, cfg: TrainConfig, device: str,
+    def __init__(self, prep: Prepared, method: query.QueryMethod, cfg: TrainConfig, device: str,
                  round0_cache: dict | None = None, log=None, paradigm: str = "supervised",
                  pretrained: dict | None = None):
         self.p, self.method, self.device = prep, method, device
         self.paradigm, self.pretrained = paradigm, pretrained
+        missing = set(method.needs) - set(_registers.EVIDENCE)
+        if missing:
+            raise UserError(f"query method {method.name!r} needs evidence this domain cannot compute: {sorted(missing)}")
         self.cfg = replace(cfg, dropout=float(method.model.get("dropout", cfg.dropout)))
         self.cache = round0_cache if round0_cache is not None else {}
         self.log = log or (lambda m: None)
@@ -149,6 +153,7 @@ class ClassificationRun:
 
     # -- evidence: one backbone pass over the unlabelled pool, everything else from the head ---
     def evidence(self, net, pool: Pool) -> Evidence:
+        """The evidence kinds the query method needs (lazy; the backbone runs at most once)."""
         s, cfg, dev = self.p.splits, self.cfg, self.device
         unl = pool.unlabelled
 
@@ -171,25 +176,26 @@ class ClassificationRun:
         def labelled_features():
             return embed(net, self.p.pool_data.subset(pool.labelled), s.mean, s.std, dev, cfg.eval_batch_size)
 
-        return Evidence({"n": lambda: len(unl), "features": feats, "probs": probs, "mc_probs": mc_probs,
-                         "badge": badge, "labelled_features": labelled_features})
+        kinds = {"features": feats, "probs": probs, "mc_probs": mc_probs, "badge": badge,
+                 "labelled_features": labelled_features}
+        return Evidence({k: kinds[k] for k in self.method.needs}, candidates=unl)
 
 
 def run_config(dataset: str, regime: Regime, paradigm: str, method: str, seed: int, preset: Preset,
-               cfg: TrainConfig, extra: dict | None = None) -> dict:
+               cfg: TrainConfig, extra: dict | None = None, beta: float = 1.0) -> dict:
     """The resolved config stored in the run directory (everything that defines the numbers);
     ``extra`` holds e.g. the tuned hyper-parameters and the SimCLR checkpoint used."""
     return {"experiment": "classification", "dataset": dataset, "regime": asdict(regime), "paradigm": paradigm,
-            "method": method, "seed": seed, "preset": preset.name, "pool_size": preset.pool_size,
+            "method": method, "beta": beta, "seed": seed, "preset": preset.name, "pool_size": preset.pool_size,
             "test_size": preset.test_size, "train": asdict(cfg), **(extra or {})}
 
 
 def run_one(prep: Prepared, method_name: str, paradigm: str, preset: Preset, cfg: TrainConfig, run_dir: Path,
             resume: bool, device: str, round0_cache: dict | None = None, progress=None,
-            pretrained: dict | None = None, extra_config: dict | None = None) -> list[dict]:
-    method = Q.get(method_name, "classification")
+            pretrained: dict | None = None, extra_config: dict | None = None, beta: float = 1.0) -> list[dict]:
+    method = query.get("classification", method_name)
     regime = prep.regime
-    config = run_config(prep.splits.name, regime, paradigm, method_name, prep.seed, preset, cfg, extra_config)
+    config = run_config(prep.splits.name, regime, paradigm, method_name, prep.seed, preset, cfg, extra_config, beta)
     store = RunStore(run_dir, config, resume=resume)
     if store.done:
         return store.records
@@ -198,5 +204,6 @@ def run_one(prep: Prepared, method_name: str, paradigm: str, preset: Preset, cfg
         pool.label(prep.start_ids, 0)
     run = ClassificationRun(prep, method, cfg, device, round0_cache, paradigm=paradigm, pretrained=pretrained)
     loop = ActiveLearningLoop(pool, train=run.train, evaluate=run.evaluate, evidence=run.evidence, query=method,
-                              query_sizes=regime.query_sizes, store=store, seed=prep.seed, progress=progress)
+                              query_sizes=regime.query_sizes, store=store, seed=prep.seed, beta=beta,
+                              progress=progress)
     return loop.run()

@@ -4,12 +4,15 @@ The loop is domain-free.  A domain supplies four callables:
 
 * ``train(pool, cycle) -> model``          fresh model fitted on the labelled set;
 * ``evaluate(model, pool) -> dict``        test metrics (JSON-able values);
-* ``evidence(model, pool) -> Evidence``    lazy evidence over ``pool.unlabelled`` (positions in the
-                                           evidence index into that array);
-* ``query``: a ``core.query.QueryMethod``.
+* ``evidence(model, pool) -> Evidence``    lazy evidence over ``pool.unlabelled`` (its
+                                           ``candidates``; the loop sets them when the domain did not);
+* ``query``: a ``core.query.QueryMethod``; its ``QueryResult`` (ids, scores, detail) is stored with
+  the cycle as a bounded summary (``record["query"]``: best picks, pool score statistics and
+  histogram, method detail such as β or ClaSP's quotas).
 
-Randomness: cycle k's query draws from ``numpy.random.default_rng([seed, k])`` and the domain's
-``train`` is expected to seed itself from (seed, cycle), so a resumed run reproduces an
+The evidence context holds ``cycle`` and ``beta`` (the run's β, default 1) plus whatever the
+domain's ``context(cycle)`` adds.  Randomness: cycle k's query draws from :func:`cycle_rng` and the
+domain's ``train`` is expected to seed itself from (seed, cycle), so a resumed run reproduces an
 uninterrupted one exactly.
 """
 from __future__ import annotations
@@ -36,10 +39,11 @@ def cycle_rng(seed: int, cycle: int) -> np.random.Generator:
 
 class ActiveLearningLoop:
     def __init__(self, pool: Pool, *, train: Callable, evaluate: Callable, evidence: Callable,
-                 query: QueryMethod, query_sizes: Sequence[int], store: RunStore, seed: int,
+                 query: QueryMethod, query_sizes: Sequence[int], store: RunStore, seed: int, beta: float = 1.0,
                  context: Callable[[int], dict] | None = None, progress: Callable[[str], None] | None = None):
         self.pool, self.train, self.evaluate, self.evidence = pool, train, evaluate, evidence
         self.query, self.query_sizes, self.store, self.seed = query, list(query_sizes), store, int(seed)
+        self.beta = float(beta)
         self.context = context or (lambda cycle: {})
         self.progress = progress or (lambda msg: None)
         self.n_cycles = len(self.query_sizes) + 1
@@ -71,13 +75,14 @@ class ActiveLearningLoop:
             if cycle < self.n_cycles - 1:
                 n = self.query_sizes[cycle]
                 self.progress(f"cycle {cycle + 1}/{self.n_cycles}: querying {n} with {self.query.name}")
-                candidates = self.pool.unlabelled
                 ev: Evidence = self.evidence(model, self.pool)
-                ev.context.update(self.context(cycle))
-                picks = self.query.select(ev, n, cycle_rng(self.seed, cycle))
-                ids = candidates[picks]
-                self.pool.label(ids, cycle + 1)
-                record["queried"] = ids.tolist()
+                if ev.candidates is None:
+                    ev.candidates = self.pool.unlabelled
+                ev.context.update({"cycle": cycle, "beta": self.beta, **self.context(cycle)})
+                result = self.query.select(ev, n, cycle_rng(self.seed, cycle))
+                self.pool.label(result.ids, cycle + 1)
+                record["queried"] = result.ids.tolist()
+                record["query"] = result.summary()
                 record["timings"]["query_s"] = time.perf_counter() - t2
             self.store.commit(record, self.pool.state_dict())
             if crash_after is not None and cycle == int(crash_after):

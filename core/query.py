@@ -1,43 +1,60 @@
-"""Registry of named query methods, shared by every domain.
+"""Query methods as compositions: score × aggregation × selection rule, registered per domain.
 
-A query method is a function ``fn(evidence, n, rng) -> np.ndarray[int]`` that returns ``n`` distinct
-*candidate positions* (indices into the evidence arrays, i.e. into the list of unlabelled candidates
-the predictor scored) — never dataset ids; the caller maps positions to ids.  Each method declares
-the evidence kinds it needs so the domain predictor computes each kind exactly once per cycle, and
-the model it needs (e.g. ``{"dropout": 0.5}`` for BALD's Bayesian head).
+A query method turns one cycle's evidence (lazy and cached: probabilities, MC samples, features,
+window-mean voxel scores, ...) into a batch of candidate ids *and says why*:
+``QueryResult(ids, scores, detail)``.  It is composed of
 
-Adding a method is one decorated function::
+* a **score** (an uncertainty measure, eqs. 3.1–3.2): evidence → one value per candidate after the
+  domain's *aggregation* (identity in classification; the mean over every query-patch window in
+  segmentation, thesis §7.4);
+* a **selection rule**: ``topk``; ``power(β)`` / ``softrank(β)`` of *any* score (eqs. 3.3–3.5);
+  ClaSP's class stratification (§D); or a set-based rule (k-center greedy, k-means++ seeding,
+  random placement).
 
-    @register("entropy", needs=("probs",), description="top-k predictive entropy")
-    def _entropy(ev, n, rng):
-        return selection.topk(uncertainty.predictive_entropy(ev["probs"]), n)
+Each domain registers its own short names — the registry is keyed by ``(domain, name)``, so
+``bald`` in classification and ``bald`` in segmentation are different methods.  A scored family is
+one call, and power/softrank come with it::
 
-Domains register their own methods with ``domain="segmentation"`` etc.; a method with
-``domain="any"`` is offered everywhere.
+    query.register_scored("classification", query.Score("entropy", fn, needs=("probs",)), query.ranked)
+    # -> "entropy" (top-k), "power_entropy", "softrank_entropy"
+
+A one-off method is one decorated function returning a :class:`QueryResult`::
+
+    @query.register("classification", "random", needs=(), rule=query.UNIFORM)
+    def _random(ev, n, rng): ...
+
+A method declares the evidence kinds it ``needs`` (the domain computes exactly those, once per
+cycle) and the ``model`` it needs (read by the domain: ``{"dropout": 0.5}`` for BALD's Bayesian head,
+``{"min_ensemble": 2}`` for a segmentation BALD).  β comes from the evidence context
+(``ev.context["beta"]``, default 1.0), which the run fills from its config.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from . import selection, uncertainty
+from . import selection
 from .errors import UserError
 
 
 class Evidence(Mapping):
     """Lazy, cached evidence for one query: ``ev["probs"]`` computes the kind on first access.
 
-    ``providers`` maps a kind to a zero-argument callable; ``context`` holds plain values
-    (e.g. labelled features, the cycle index, the query schedule) exposed as ``ev.context``.
-    """
+    ``providers`` maps a kind to a zero-argument callable; ``values`` are kinds already computed;
+    ``context`` holds plain values (cycle, β, ...) exposed as ``ev.context``; ``candidates`` are the
+    ids of the unlabelled candidates, in the order the evidence arrays index them (an array, or any
+    object with ``len``, positional indexing and optionally ``contains(ids) -> bool array``)."""
 
     def __init__(self, providers: Mapping[str, Callable[[], Any]] | None = None,
-                 values: Mapping[str, Any] | None = None, context: Mapping[str, Any] | None = None):
+                 values: Mapping[str, Any] | None = None, context: Mapping[str, Any] | None = None,
+                 candidates=None):
         self._providers = dict(providers or {})
         self._cache: dict[str, Any] = dict(values or {})
         self.context: dict[str, Any] = dict(context or {})
+        self.candidates = candidates
 
     def __getitem__(self, kind: str):
         if kind not in self._cache:
@@ -55,107 +72,247 @@ class Evidence(Mapping):
     def computed(self) -> set[str]:
         return set(self._cache)
 
+    def positions_to_ids(self, positions) -> np.ndarray:
+        return np.asarray(self.candidates[np.asarray(positions, dtype=np.int64)], dtype=np.int64)
+
+    def beta(self) -> float:
+        return float(self.context.get("beta", 1.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# results
+# ---------------------------------------------------------------------------------------------
+
+def _round(v: float) -> float | None:
+    v = float(v)
+    return float(f"{v:.6g}") if math.isfinite(v) else None
+
+
+def _stats(x: np.ndarray) -> dict:
+    return {"min": _round(x.min()), "max": _round(x.max()), "mean": _round(x.mean()), "median": _round(np.median(x))}
+
+
+@dataclass
+class QueryResult:
+    """What a query method returns: the picked candidate ids (pick order), the score of each pick
+    (0 where the method has no score, e.g. random), method-specific ``detail`` (JSON-able: β, ClaSP's
+    per-class quotas, ...) and optionally the score of every candidate (``pool_scores``, for the
+    score distribution; only a bounded summary is stored)."""
+    ids: np.ndarray
+    scores: np.ndarray
+    detail: dict = field(default_factory=dict)
+    pool_scores: np.ndarray | None = None
+
+    def __post_init__(self):
+        self.ids = np.asarray(self.ids, dtype=np.int64).ravel()
+        self.scores = np.asarray(self.scores, dtype=np.float64).ravel()
+
+    def summary(self, top: int = 50, bins: int = 20) -> dict:
+        """Bounded JSON summary for the cycle record: the ``top`` best-scored picks, stats of all picks,
+        and stats + a ``bins``-bin histogram + quantiles of the pool's scores."""
+        out: dict = {"n": int(len(self.ids)), "detail": self.detail}
+        if len(self.ids):
+            order = np.argsort(-self.scores, kind="stable")[:top]
+            out["picked"] = {"ids": self.ids[order].tolist(), "scores": [_round(v) for v in self.scores[order]],
+                             **_stats(self.scores)}
+        if self.pool_scores is not None:
+            p = np.asarray(self.pool_scores, dtype=np.float64).ravel()
+            p = p[np.isfinite(p)]
+            if len(p):
+                counts, edges = np.histogram(p, bins=bins)
+                q = np.quantile(p, [0.05, 0.25, 0.5, 0.75, 0.95])
+                out["pool"] = {"n": int(len(p)), **_stats(p), "std": _round(p.std()),
+                               "quantiles": {k: _round(v) for k, v in zip(("q05", "q25", "q50", "q75", "q95"), q)},
+                               "hist": {"edges": [_round(e) for e in edges], "counts": counts.tolist()}}
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# scores and selection rules
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Score:
+    """A measure of the candidates: ``fn(evidence)`` → scores in the domain's candidate layout (a
+    ``[N]`` array in classification; per-image window-score grids in segmentation)."""
+    name: str
+    fn: Callable[[Evidence], Any]
+    needs: tuple = ()
+    model: Mapping = field(default_factory=dict)
+    label: str = ""          # display name of the plain (top-k) method, e.g. "Predictive Entropy"
+    short: str = ""          # inside composed labels, e.g. "PE" → "PowerPE"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A selection rule.  ``prefix``/``label_prefix`` name the methods it composes from a score."""
+    name: str
+    prefix: str = ""
+    label_prefix: str = ""
+    uses_beta: bool = False
+    description: str = ""
+
+
+TOPK = Rule("topk", description="top-k")
+POWER = Rule("power", "power_", "Power", True, "log score + Gumbel(0, 1/β) noise, top-k (eq. 3.3)")
+SOFTRANK = Rule("softrank", "softrank_", "Softrank", True, "−log rank + Gumbel(0, 1/β) noise, top-k (eq. 3.5)")
+STRATIFIED = Rule("stratified", description="per-stratum quotas (ClaSP)")
+UNIFORM = Rule("uniform", description="uniformly random")
+KCENTER = Rule("kcenter", description="k-center greedy")
+KMEANSPP = Rule("kmeanspp", description="k-means++ seeding")
+RANK_RULES = (TOPK, POWER, SOFTRANK)
+
+
+def rank(rule: Rule, scores, n: int, rng: np.random.Generator, beta: float = 1.0) -> np.ndarray:
+    """Positions of ``n`` candidates drawn from 1-D ``scores`` by a ranking rule (topk/power/softrank)."""
+    if rule is TOPK:
+        return selection.topk(scores, n)
+    if rule is POWER:
+        return selection.power(scores, n, rng, beta=beta)
+    if rule is SOFTRANK:
+        return selection.softrank(scores, n, rng, beta=beta)
+    raise ValueError(f"{rule.name} is not a ranking rule")
+
+
+def ranked(score: Score, rule: Rule) -> Callable[[Evidence, int, np.random.Generator], QueryResult]:
+    """The selection of a 1-D score (identity aggregation): ``rule`` over ``score.fn(ev)`` ``[N]``."""
+    def run(ev: Evidence, n: int, rng: np.random.Generator) -> QueryResult:
+        s = np.asarray(selection._np(score.fn(ev)), dtype=np.float64)
+        pos = rank(rule, s, n, rng, ev.beta())
+        detail = {"beta": ev.beta()} if rule.uses_beta else {}
+        return QueryResult(ev.positions_to_ids(pos), s[pos], detail, pool_scores=s)
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# methods and the registry
+# ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class QueryMethod:
+    domain: str
     name: str
-    fn: Callable[[Evidence, int, np.random.Generator], np.ndarray]
+    run: Callable[[Evidence, int, np.random.Generator], QueryResult]
     needs: frozenset
-    domain: str = "any"
     model: Mapping[str, Any] = field(default_factory=dict)
+    label: str = ""
     description: str = ""
+    score: Score | None = None
+    rule: Rule = TOPK
 
-    def select(self, evidence: Evidence, n: int, rng: np.random.Generator) -> np.ndarray:
-        picks = np.asarray(self.fn(evidence, n, rng), dtype=np.int64)
-        if picks.ndim != 1 or len(picks) != n:
-            raise RuntimeError(f"query method {self.name!r} returned {picks.shape} picks, wanted {n}")
-        if len(np.unique(picks)) != n:
+    def select(self, evidence: Evidence, n: int, rng: np.random.Generator) -> QueryResult:
+        """Validate the request (``n``, β: ``UserError``), run the method, check its result."""
+        cands = evidence.candidates
+        if cands is None:
+            raise RuntimeError(f"evidence for {self.name!r} lacks its candidate ids")
+        size = len(cands)
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise UserError(f"query size must be an integer, got {n!r}")
+        if n <= 0:
+            raise UserError(f"query size must be >= 1, got {n}")
+        if n > size:
+            raise UserError(f"{self.name}: cannot query {n} candidates, only {size} are unlabelled")
+        beta = evidence.context.get("beta", 1.0)
+        if isinstance(beta, bool) or not isinstance(beta, (int, float, np.floating, np.integer)) \
+                or not math.isfinite(float(beta)) or float(beta) <= 0:
+            raise UserError(f"β must be a finite number > 0, got {beta!r}")
+        res = self.run(evidence, int(n), rng)
+        if not isinstance(res, QueryResult):
+            raise RuntimeError(f"query method {self.name!r} returned {type(res).__name__}, not a QueryResult")
+        if res.ids.shape != (n,) or res.scores.shape != (n,):
+            raise RuntimeError(f"query method {self.name!r} returned {res.ids.shape} ids / {res.scores.shape} scores, wanted {n}")
+        if len(np.unique(res.ids)) != n:
             raise RuntimeError(f"query method {self.name!r} returned duplicate picks")
-        return picks
+        if not _contains(cands, res.ids).all():
+            raise RuntimeError(f"query method {self.name!r} picked ids that are not unlabelled candidates")
+        if not np.isfinite(res.scores).all():
+            raise RuntimeError(f"query method {self.name!r} returned non-finite scores")
+        res.detail = {"method": self.name, **({"score": self.score.name} if self.score else {}),
+                      "rule": self.rule.name, **res.detail}
+        return res
 
 
-_REGISTRY: dict[str, QueryMethod] = {}
+def _contains(cands, ids: np.ndarray) -> np.ndarray:
+    if hasattr(cands, "contains"):
+        return np.asarray(cands.contains(ids), dtype=bool)
+    return np.isin(ids, np.asarray(cands))
 
 
-def register(name: str, *, needs: Iterable[str] = (), domain: str = "any",
-             model: Mapping[str, Any] | None = None, description: str = ""):
+_REGISTRY: dict[tuple[str, str], QueryMethod] = {}
+_ALIASES: dict[tuple[str, str], str] = {}
+
+
+def _add(m: QueryMethod) -> QueryMethod:
+    key = (m.domain, m.name)
+    if key in _REGISTRY:
+        raise ValueError(f"query method {m.name!r} registered twice in domain {m.domain!r}")
+    _REGISTRY[key] = m
+    return m
+
+
+def register(domain: str, name: str, *, needs: Iterable[str] = (), model: Mapping[str, Any] | None = None,
+             label: str = "", description: str = "", rule: Rule = TOPK, score: Score | None = None):
+    """Decorator: register ``fn(ev, n, rng) -> QueryResult`` as method ``name`` of ``domain``."""
     def deco(fn):
-        if name in _REGISTRY:
-            raise ValueError(f"query method {name!r} registered twice")
-        _REGISTRY[name] = QueryMethod(name, fn, frozenset(needs), domain, dict(model or {}),
-                                      description or (fn.__doc__ or "").strip().split("\n")[0])
+        _add(QueryMethod(domain, name, fn, frozenset(needs), dict(model or {}), label or name,
+                         description or (fn.__doc__ or "").strip().split("\n")[0], score, rule))
         return fn
     return deco
 
 
-def names(domain: str | None = None) -> list[str]:
-    return sorted(k for k, m in _REGISTRY.items() if domain is None or m.domain in (domain, "any"))
+def register_scored(domain: str, score: Score, select: Callable[[Score, Rule], Callable], *,
+                    rules: Iterable[Rule] = RANK_RULES, needs: Iterable[str] = ()) -> list[QueryMethod]:
+    """Register one method per rule for ``score``: ``<score>`` (top-k), ``power_<score>``,
+    ``softrank_<score>``.  ``select(score, rule)`` builds the domain's selection (``ranked`` for 1-D
+    scores); ``needs`` are extra evidence kinds the selection reads."""
+    out = []
+    for rule in rules:
+        short = score.short or score.label or score.name
+        label = (score.label or score.name) if rule is TOPK else f"{rule.label_prefix}{short}"
+        desc = score.description if rule is TOPK else f"{rule.label_prefix}{short}: {rule.description}"
+        out.append(_add(QueryMethod(domain, f"{rule.prefix}{score.name}", select(score, rule),
+                                    frozenset(score.needs) | frozenset(needs), dict(score.model), label, desc,
+                                    score, rule)))
+    return out
 
 
-def get(name: str, domain: str | None = None) -> QueryMethod:
-    valid = names(domain)
-    if name not in valid:
-        raise UserError(f"unknown query method {name!r}; valid: {', '.join(valid)}")
-    return _REGISTRY[name]
+def alias(domain: str, old: str, new: str) -> None:
+    """Let an old method name (e.g. from an older run directory) resolve to ``new``."""
+    _ALIASES[(domain, old)] = new
 
 
-# ---------------------------------------------------------------------------------------------
-# Generic methods (any domain whose evidence has the named kinds).
-# Evidence kinds used here:
-#   "n"          number of unlabelled candidates (int)
-#   "probs"      deterministic probabilities [N, C]
-#   "mc_probs"   MC / ensemble probabilities [N, M, C]
-#   "features"   penultimate features of the candidates [N, D]
-#   "labelled_features"  features of the labelled set [L, D]
-#   "badge"      (probs [N, C], head-input features [N, D]) for the factorised gradient embedding
-# ---------------------------------------------------------------------------------------------
-
-def _power_beta(ev: Evidence) -> float:
-    return float(ev.context.get("beta", 1.0))
+def canonical(domain: str, name: str) -> str:
+    return _ALIASES.get((domain, name), name)
 
 
-@register("random", needs=("n",), description="uniform random sample of the pool")
-def _random(ev, n, rng):
-    return rng.choice(int(ev["n"]), size=n, replace=False)
+def names(domain: str) -> list[str]:
+    return sorted(n for d, n in _REGISTRY if d == domain)
 
 
-@register("entropy", needs=("probs",), description="top-k predictive entropy (eq. 3.1)")
-def _entropy(ev, n, rng):
-    return selection.topk(uncertainty.entropy(ev["probs"]), n)
+def domains() -> list[str]:
+    return sorted({d for d, _ in _REGISTRY})
 
 
-@register("bald", needs=("mc_probs",), model={"dropout": 0.5},
-          description="top-k BALD mutual information, 50 head-only MC-dropout samples (eq. 3.2)")
-def _bald(ev, n, rng):
-    return selection.topk(uncertainty.mutual_information(ev["mc_probs"]), n)
+def methods(domain: str | None = None) -> list[QueryMethod]:
+    return [m for (d, _), m in sorted(_REGISTRY.items()) if domain is None or d == domain]
 
 
-@register("power_bald", needs=("mc_probs",), model={"dropout": 0.5},
-          description="PowerBALD: log BALD + Gumbel(0, 1/β) noise, top-k (eq. 3.3)")
-def _power_bald(ev, n, rng):
-    return selection.power(uncertainty.mutual_information(ev["mc_probs"]), n, rng, beta=_power_beta(ev))
+def get(domain: str, name: str) -> QueryMethod:
+    key = (domain, canonical(domain, name))
+    if key not in _REGISTRY:
+        raise UserError(f"unknown {domain} query method {name!r}; valid: {', '.join(names(domain))}")
+    return _REGISTRY[key]
 
 
-@register("power_entropy", needs=("probs",),
-          description="PowerPE: log entropy + Gumbel(0, 1/β) noise, top-k (eq. 3.4)")
-def _power_entropy(ev, n, rng):
-    return selection.power(uncertainty.entropy(ev["probs"]), n, rng, beta=_power_beta(ev))
-
-
-@register("softrank_bald", needs=("mc_probs",), model={"dropout": 0.5},
-          description="SoftrankBALD: −log rank + Gumbel(0, 1/β) noise, top-k (eq. 3.5)")
-def _softrank_bald(ev, n, rng):
-    return selection.softrank(uncertainty.mutual_information(ev["mc_probs"]), n, rng, beta=_power_beta(ev))
-
-
-@register("coreset", needs=("features", "labelled_features"),
-          description="Core-Set: k-center greedy on penultimate features (eq. 3.6)")
-def _coreset(ev, n, rng):
-    return selection.kcenter_greedy(ev["features"], ev["labelled_features"], n)
-
-
-@register("badge", needs=("badge",),
-          description="BADGE: k-means++ seeding on factorised last-layer gradient embeddings (eq. 3.7)")
-def _badge(ev, n, rng):
-    probs, h = ev["badge"]
-    return selection.kmeanspp_badge(probs, h, n, rng)
+def upgrade_config(cfg: dict) -> dict:
+    """An AL run config as written today, from any older run directory (mapped on read): method
+    names through the aliases (segmentation wrote ``registry_name: seg_<name>`` beside ``method``),
+    and β = 1 where the config predates the β parameter."""
+    if not isinstance(cfg, dict) or "method" not in cfg:
+        return cfg
+    cfg = dict(cfg)
+    cfg.pop("registry_name", None)
+    cfg["method"] = canonical(str(cfg.get("experiment", "")), str(cfg["method"]))
+    cfg.setdefault("beta", 1.0)
+    return cfg

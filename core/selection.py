@@ -115,31 +115,39 @@ def _gram_row(m, j: int) -> np.ndarray:
     return (m @ m[j]).double().cpu().numpy()
 
 
-def kcenter_greedy(features, labelled_features, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+def kcenter_greedy(features, labelled_features, n: int, rng: np.random.Generator | None = None,
+                   return_scores: bool = False):
     """Greedy k-center (Sener & Savarese): repeatedly take the candidate farthest from its nearest
     centre (labelled points and earlier picks).  With no labelled points the first centre is drawn
-    with ``rng`` (position 0 without one)."""
+    with ``rng`` (position 0 without one).  ``return_scores``: also return the squared distance of
+    each pick to its nearest centre when it was picked (0 for a drawn first centre) and the squared
+    distance of every candidate to the labelled set (``(picks, pick_d2, pool_d2)``)."""
     x = _t(features)
     _check_n(n, len(x))
     picks: list[int] = []
     if n == 0:
-        return np.zeros(0, dtype=np.int64)
+        empty = np.zeros(0, dtype=np.int64)
+        return (empty, np.zeros(0), np.zeros(len(x))) if return_scores else empty
     lab = None if labelled_features is None else _t(labelled_features, device=x.device)
     if lab is None or len(lab) == 0:
         first = int(rng.integers(len(x))) if rng is not None else 0
         picks.append(first)
         lab = x[first:first + 1]
     d = _sq_dists_chunked(x, lab).double().cpu().numpy()
+    pool_d2 = d.copy() if return_scores else None
+    vals = [0.0] * len(picks)
     xsq = _sqnorm(x).double().cpu().numpy()
     xm = _host(x)
     d[picks] = -1.0
     while len(picks) < n:
         j = int(np.argmax(d))
         picks.append(j)
+        vals.append(float(d[j]))
         new = np.maximum(xsq + xsq[j] - 2 * _gram_row(xm, j), 0.0)
         np.minimum(d, new, out=d)
         d[j] = -1.0  # never re-picked, even when duplicates make every distance 0
-    return np.asarray(picks, dtype=np.int64)
+    picks_a = np.asarray(picks, dtype=np.int64)
+    return (picks_a, np.asarray(vals), pool_d2) if return_scores else picks_a
 
 
 def badge_factors(probs, h) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,7 +165,7 @@ def badge_dense(probs, h) -> torch.Tensor:
     return (a[:, :, None] * hh[:, None, :]).reshape(len(a), -1)
 
 
-def kmeanspp_badge(probs, h, n: int, rng: np.random.Generator, dense: bool = False) -> np.ndarray:
+def kmeanspp_badge(probs, h, n: int, rng: np.random.Generator, dense: bool = False, return_scores: bool = False):
     """BADGE k-means++ seeding on ``g_i = a_i ⊗ h_i``.
 
     ``||g_i − g_j||² = |a_i|²|h_i|² + |a_j|²|h_j|² − 2 (a_i·a_j)(h_i·h_j)``, so the distance of all
@@ -165,12 +173,15 @@ def kmeanspp_badge(probs, h, n: int, rng: np.random.Generator, dense: bool = Fal
     max-norm point; each next one is drawn ∝ D², where D is the distance to the nearest *chosen*
     centre (no phantom centre at the origin).  Chosen points have D = 0 and cannot be drawn again;
     if every remaining D² is 0 (identical embeddings) the rest is drawn uniformly.
-    ``dense=True`` runs the same algorithm on the materialised embedding (reference only)."""
+    ``dense=True`` runs the same algorithm on the materialised embedding (reference only).
+    ``return_scores``: also return each pick's D² when it was drawn (the first: its squared norm) and
+    every candidate's squared embedding norm (``(picks, pick_d2, norms2)``)."""
     a, hh = badge_factors(probs, h)
     N = len(a)
     _check_n(n, N)
     if n == 0:
-        return np.zeros(0, dtype=np.int64)
+        empty = np.zeros(0, dtype=np.int64)
+        return (empty, np.zeros(0), np.zeros(N)) if return_scores else empty
     if dense:
         g = (a[:, :, None] * hh[:, None, :]).reshape(N, -1)
         sq = _sqnorm(g).double().cpu().numpy()
@@ -188,6 +199,7 @@ def kmeanspp_badge(probs, h, n: int, rng: np.random.Generator, dense: bool = Fal
     chosen = np.zeros(N, dtype=bool)
     j = int(np.argmax(sq))
     picks = [j]
+    vals = [float(sq[j])]
     chosen[j] = True
     d2 = dist_to(j)
     d2[j] = 0.0
@@ -198,16 +210,19 @@ def kmeanspp_badge(probs, h, n: int, rng: np.random.Generator, dense: bool = Fal
             rest = np.flatnonzero(~chosen)
             extra = rng.choice(rest, size=n - len(picks), replace=False)
             picks.extend(int(e) for e in extra)
+            vals.extend([0.0] * len(extra))
             break
         # inverse-CDF draw ∝ D²: chosen points have zero width and cannot be hit
         j = min(int(np.searchsorted(cdf, rng.random() * total, side="right")), N - 1)
         if chosen[j]:  # only reachable through round-off at the very top of the CDF
             j = int(np.flatnonzero(d2 > 0)[-1])
         picks.append(j)
+        vals.append(float(d2[j]))
         chosen[j] = True
         np.minimum(d2, dist_to(j), out=d2)
         d2[j] = 0.0
-    return np.asarray(picks, dtype=np.int64)
+    picks_a = np.asarray(picks, dtype=np.int64)
+    return (picks_a, np.asarray(vals), sq) if return_scores else picks_a
 
 
 # ---------------------------------------------------------------------------------------------

@@ -120,8 +120,9 @@ class RunStore:
             old = _read_json(cfg_path, "config")
             if not isinstance(old, dict) or old.get(MARKER) != FORMAT:
                 raise UserError(f"{self.dir} is not a realistic-al run directory (config.json lacks the marker); refusing to overwrite")
-            keys = protocol_keys or sorted(set(config) | set(old.get("config", {})))
-            diff = [k for k in keys if old.get("config", {}).get(k) != _roundtrip(config.get(k))]
+            old_cfg, new_cfg = _upgrade(old.get("config", {})), _upgrade(_roundtrip(config))
+            keys = protocol_keys or sorted(set(new_cfg) | set(old_cfg))
+            diff = [k for k in keys if old_cfg.get(k) != new_cfg.get(k)]
             if diff:
                 raise UserError(f"{self.dir} holds a run with a different config ({', '.join(diff[:4])}); use another --out or delete it")
             if not resume and (self.dir / "state.json").exists():
@@ -171,4 +172,10 @@ def load_run(run_dir: Path) -> tuple[dict, list[dict]]:
         raise UserError(f"{run_dir} is not a realistic-al run directory")
     state_path = Path(run_dir) / "state.json"
     records = _read_json(state_path, "state")["records"] if state_path.exists() else []
-    return cfg["config"], records
+    return _upgrade(cfg["config"]), records
+
+
+def _upgrade(config):
+    """Configs of older run directories as written today (method names mapped on read)."""
+    from .query import upgrade_config
+    return upgrade_config(config)

@@ -17,8 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from core import query as Q
-from core import report
+from core import query, report
 from core.errors import UserError
 from experiments.common import Parser, Progress, add_common_args, choice, main_guard, resolve_device
 
@@ -36,7 +35,8 @@ def dataset_type(value: str) -> str:
 def build_parser() -> Parser:
     from classification.experiment import PARADIGMS
     from classification.regimes import REGIMES
-    methods = Q.names("classification")
+    from classification import query as _registers  # noqa: F401
+    methods = query.names("classification")
     p = Parser(prog="python -m experiments.cifar10", description=__doc__)
     p.add_argument("--regime", type=choice(REGIMES, "regime"), default="low",
                    help="label regime of Table A.4: starting budget = query size = 5C / 25C / 100C, "

@@ -33,12 +33,14 @@ from core.errors import UserError
 from experiments.common import Parser, Progress, add_common_args, choice, main_guard, resolve_device
 
 DEFAULT_OUT = "runs/segmentation"
-METHOD_CHOICES = ("random", "random_fg33", "random_fg66", "pe", "bald", "power_bald", "softrank_bald",
-                  "power_pe", "claspe")
+BETA = 1.0   # β of the power / softrank methods (ClaSP PE follows its own schedule)
 
 
 def build_parser() -> Parser:
+    from core import query
+    from segmentation import query as _registers  # noqa: F401
     from segmentation.plans import REGIMES
+    methods = query.names("segmentation")
     p = Parser(prog="python -m experiments.segmentation", description=__doc__.split("\n")[0],
                epilog=__doc__.split("\n", 1)[1])
     p.add_argument("--dataset", default="phantoms", metavar="phantoms|PATH",
@@ -47,8 +49,8 @@ def build_parser() -> Parser:
     p.add_argument("--regime", type=choice(REGIMES, "regime"), default="low",
                    help="Label Regime: low/medium/high (Table C.2 datasets, phantoms, new datasets) or rollout "
                         "(Table D.1 datasets; new datasets: = low); default low")
-    p.add_argument("--method", nargs="+", type=choice(METHOD_CHOICES, "method"), default=["random_fg33", "claspe"],
-                   metavar="M", help=f"query methods: {', '.join(METHOD_CHOICES)} (default: random_fg33 claspe)")
+    p.add_argument("--method", nargs="+", type=choice(methods, "method"), default=["random_fg33", "claspe"],
+                   metavar="M", help=f"query methods: {', '.join(methods)} (default: random_fg33 claspe)")
     add_common_args(p, DEFAULT_OUT)
     for a in p._actions:  # segmentation default: seeds from the preset (thesis 4, laptop/smoke 1)
         if a.dest == "seeds":
@@ -156,10 +158,9 @@ def _full_data_result(domain, data, preset, plan, out_dir: Path, log) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
-    from core import metrics, report
+    from core import metrics, query, report
     from core.loop import ActiveLearningLoop
     from core.store import RunStore, atomic_write_text, load_run
-    from segmentation import query as segq
     from segmentation.experiment import Hooks, SegmentationDomain
     from segmentation.plans import PRESETS, match_setting, plan_network, query_setting
     from segmentation.viz import plot_queries
@@ -186,8 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--seeds must be >= 1")
     seeds = [args.seed_offset + i for i in range(n_seeds)]
     methods = list(dict.fromkeys(args.method))
-    if args.ensemble == 1 and any(m in ("bald", "power_bald", "softrank_bald") for m in methods):
-        raise UserError("BALD methods need an ensemble of at least 2 models (--ensemble >= 2)")
+    qms = {m: query.get("segmentation", m) for m in methods}
+    for m, qm in qms.items():
+        if preset.ensemble < qm.model.get("min_ensemble", 1):
+            raise UserError(f"{m} needs an ensemble of at least {qm.model['min_ensemble']} models "
+                            f"(--ensemble >= {qm.model['min_ensemble']})")
+    label = {m: qm.label for m, qm in qms.items()}
 
     with Progress(args.quiet) as pr:
         bars = _Bars(pr)
@@ -213,12 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for seed in seeds:
             for m in methods:
                 run_dir = setting_dir / m / f"seed{seed}"
-                qm = segq.get(m)
+                qm = qms[m]
                 domain = SegmentationDomain(data, qs, preset, plan, seed=seed, device=device, overlap=args.overlap,
-                                            score_kinds=segq.SCORE_KINDS.get(m, ()), hooks=hooks)
+                                            method=qm, hooks=hooks)
                 pool = domain.initial_pool()  # validates the starting budget before anything is written
                 config = {"experiment": "segmentation", "dataset": data.name, "data_key": data.data_key,
-                          "regime": regime, "method": m, "registry_name": qm.name, "seed": seed,
+                          "regime": regime, "method": m, "beta": BETA, "seed": seed,
                           "preset": asdict(preset), "query": qs.to_dict(), "plan": plan.to_dict(),
                           "overlap": args.overlap, "split_seed": args.split_seed}
                 store = RunStore(run_dir, config, resume=args.resume)
@@ -230,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pr.advance(cycles_task, len(store.records))
                 loop = ActiveLearningLoop(pool, train=domain.train, evaluate=domain.evaluate, evidence=domain.evidence,
                                           query=qm, query_sizes=[qs.query_size] * (qs.loops - 1), store=store,
-                                          seed=seed, context=domain.context,
+                                          seed=seed, beta=BETA,
                                           progress=lambda msg, m=m, s=seed: pr.log(f"{m} seed {s}: {msg}"))
                 orig_commit = store.commit
 
@@ -264,11 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             y_full = full["mean_dice"]
             fg = metrics.fg_eff_setting(fg_curves, y_full)
         setting_dir.mkdir(parents=True, exist_ok=True)
-        shown = [{**r, "method": segq.DISPLAY.get(r["method"], r["method"])} for r in runs]
+        shown = [{**r, "method": label[r["method"]]} for r in runs]
         report.plot_curves(shown, setting_dir / "curve.png", ylabel="test mean Dice", xlabel="annotated patches",
                            title=f"{data.name} — {regime} (query patch {tuple(qs.patch)})")
         rows = report.summary_rows(runs)
-        md = _write_table(rows, fg, runs, run_dirs, setting_dir, y_full, segq.DISPLAY)
+        md = _write_table(rows, fg, runs, run_dirs, setting_dir, y_full, label)
         ppm = report.ppm_from_runs(shown)
         report.plot_ppm(ppm, setting_dir / "ppm.png", title=f"PPM {ds_key}/{regime}")
         # first AL query of every method (first seed)
@@ -283,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             state = json.loads((rd / "state.json").read_text())
             pool = SegmentationDomain(data, qs, preset, plan, seed=seeds[0]).new_pool()
             pool.load_state_dict(state["pool"])
-            per_method.append((segq.DISPLAY.get(m, m), np.asarray(records[0]["queried"]), pool.labelled_in(0)))
+            per_method.append((label[m], np.asarray(records[0]["queried"]), pool.labelled_in(0)))
         if per_method:
             plot_queries(data, pool, per_method, setting_dir / "queries.png", data.class_names,
                          title=f"{data.name} — {regime}: patches of the first AL query (seed {seeds[0]}), centre slices")
@@ -300,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if m in by:
             r = by[m]
             extra = f", FG-Eff {fg[m].gamma:.2f}" if m in fg and np.isfinite(fg[m].gamma) else ""
-            print(f"{segq.DISPLAY.get(m, m)}: Final Dice {r['final_mean']:.4f}, AUBC {r['aubc_mean']:.4f}{extra} "
+            print(f"{label[m]}: Final Dice {r['final_mean']:.4f}, AUBC {r['aubc_mean']:.4f}{extra} "
                   f"({r['seeds']} seed(s))")
     if "claspe" in by and "random_fg33" in by:
         a, b = by["claspe"], by["random_fg33"]

@@ -2,9 +2,10 @@
 
 :class:`SegmentationDomain` supplies the loop's four callables for one (dataset, regime, method,
 seed): ``train`` (K-fold DynUNet ensemble from scratch on the partially annotated images),
-``evaluate`` (test-set mean Dice + annotation statistics), ``evidence`` (lazy patch-score maps from
-ensemble sliding-window inference over all train+pool images) and ``context`` (cycle, β).  The
-pool is a :class:`~segmentation.patches.PatchPool`; the starting budget (cycle 0) is drawn from the
+``evaluate`` (test-set mean Dice + annotation statistics) and ``evidence`` (lazy window-mean score
+grids from ensemble sliding-window inference over all train+pool images — exactly the ``grid:…``
+kinds the query method ``needs``, all from one inference pass per image).  The pool is a
+:class:`~segmentation.patches.PatchPool`; the starting budget (cycle 0) is drawn from the
 experiment seed, so every method of a seed starts from the same patches.
 """
 from __future__ import annotations
@@ -15,13 +16,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core import selection, uncertainty
-from core.query import Evidence
+from core.query import Evidence, QueryMethod
 
 from .data import Prepared
 from .patches import PatchPool, box_mean
 from .plans import NetworkPlan, Preset, QuerySetting
-from .query import BETA0, BETA_HORIZON, BETA_MAX, QueryEnv, starting_budget
+from .query import QueryEnv, starting_budget, voxel_maps
 from .training import Ensemble, RegionSampler, cv_folds, train_model
 
 
@@ -63,10 +63,11 @@ class Hooks:
 
 class SegmentationDomain:
     def __init__(self, data: Prepared, qs: QuerySetting, preset: Preset, plan: NetworkPlan, *, seed: int,
-                 device: str = "cpu", overlap: float = 0.0, score_kinds=(), hooks: Hooks | None = None):
+                 device: str = "cpu", overlap: float = 0.0, method: QueryMethod | None = None,
+                 hooks: Hooks | None = None):
         self.data, self.qs, self.preset, self.plan = data, qs, preset, plan
         self.seed, self.device, self.overlap = int(seed), device, float(overlap)
-        self.score_kinds = tuple(score_kinds)
+        self.method = method
         self.hooks = hooks or Hooks()
         self.train_cases = [int(c) for c in data.train]
         self.n_classes = data.n_classes
@@ -164,30 +165,30 @@ class SegmentationDomain:
 
     # -- query evidence ------------------------------------------------------------------------
     def patch_scores(self, model: Ensemble, pool: PatchPool, kinds) -> dict[str, list]:
-        """Per train+pool image: ensemble softmax [K, C+1, X, Y, Z] (sliding window, no TTA,
-        tile step 0.75) → voxel maps (PE, BALD, p̄_c·PE) → mean over every query window."""
+        """Per train+pool image: ensemble softmax [K, C+1, X, Y, Z] (sliding window, no TTA, tile
+        step 0.75) → the voxel maps of ``kinds`` (``grid:<score>``, ``grid:cls:<score>``; see
+        ``segmentation.query.VOXEL``) → mean over every query window."""
         kinds = tuple(kinds)
         out = {k: [] for k in kinds}
         self.hooks.start("query inference", pool.n_images)
         for j, c in enumerate(self.train_cases):
             P = model.predict(self.data.image(c), overlap=0.25, mirror=False)
-            d = uncertainty.decomposition(P, sample_dim=0, class_dim=1)
             k, s = pool.kernels[j], pool.stride
-            if "pe" in out:
-                out["pe"].append(box_mean(d["pe"].numpy(), k, s))
-            if "mi" in out:
-                out["mi"].append(box_mean(d["mi"].numpy(), k, s))
-            if "cls" in out:
-                out["cls"].append(box_mean((P.mean(0)[1:] * d["pe"][None]).numpy(), k, s))
+            for kind, m in voxel_maps(P, kinds).items():
+                out[kind].append(box_mean(m.numpy(), k, s))
             self.hooks.tick(1)
         self.hooks.done()
         return out
 
     def evidence(self, model: Ensemble, pool: PatchPool) -> Evidence:
+        """The kinds the query method needs: ``env`` and its ``grid:…`` score grids (one pass)."""
         env = self.env(pool)
-        kinds = self.score_kinds or ("pe", "mi", "cls")
-        return Evidence(providers={"env": lambda: env, "patch_scores": lambda: self.patch_scores(model, pool, kinds)})
+        grids = sorted(k for k in (self.method.needs if self.method else ()) if k.startswith("grid:"))
+        cache: dict = {}
 
-    def context(self, cycle: int) -> dict:
-        return {"cycle": int(cycle), "beta": 1.0,
-                "beta_schedule": selection.scheduled_beta(int(cycle), BETA_HORIZON, BETA0, BETA_MAX)}
+        def grid(kind):
+            if not cache:
+                cache.update(self.patch_scores(model, pool, grids))
+            return cache[kind]
+        providers = {"env": lambda: env, **{k: (lambda k=k: grid(k)) for k in grids}}
+        return Evidence(providers=providers, candidates=pool.unlabelled)

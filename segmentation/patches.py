@@ -123,6 +123,11 @@ class _UnlabelledView:
             raise IndexError("position outside the unlabelled candidates")
         return p + np.searchsorted(self._shifted, p, side="right")
 
+    def contains(self, ids) -> np.ndarray:
+        """Which ``ids`` are unlabelled candidates (bool array), without densifying."""
+        ids = np.asarray(ids, dtype=np.int64)
+        return (ids >= 0) & (ids < self._n) & ~np.isin(ids, self._lab)
+
     def __array__(self, dtype=None, copy=None):  # dense fallback (small pools only)
         mask = np.ones(self._n, dtype=bool)
         mask[self._lab] = False
@@ -189,13 +194,6 @@ class PatchPool(Pool):
         order = np.argsort(all_ids, kind="stable")
         self._ids, self._cycles = all_ids[order], all_cyc[order]
 
-    def positions(self, ids) -> np.ndarray:
-        """Positions of unlabelled ``ids`` in :attr:`unlabelled` (inverse of indexing it)."""
-        ids = np.asarray(ids, dtype=np.int64)
-        if np.isin(ids, self._ids).any():
-            raise ValueError("positions() of an already labelled id")
-        return ids - np.searchsorted(self._ids, ids, side="left")
-
     def state_dict(self) -> dict:
         return {"kind": "patch_pool", "n": len(self), "ids": self._ids.tolist(), "cycles": self._cycles.tolist(),
                 "val_ids": [], "test_ids": []}
@@ -235,14 +233,6 @@ class PatchPool(Pool):
 
     def kernel(self, img: int) -> np.ndarray:
         return self.kernels[img]
-
-    def patches_of(self, img: int, cycle_max: int | None = None) -> np.ndarray:
-        """Origins ``[n, 3]`` of the labelled patches of image ``img`` (optionally up to a cycle)."""
-        lo, hi = np.searchsorted(self._ids, [self.offsets[img], self.offsets[img + 1]])
-        ids = self._ids[lo:hi]
-        if cycle_max is not None:
-            ids = ids[self._cycles[lo:hi] <= cycle_max]
-        return self.decode(ids)[1]
 
     def annotation_mask(self, img: int) -> np.ndarray:
         """Boolean voxel mask of the union of the labelled patches of image ``img`` (cached)."""

@@ -1,23 +1,29 @@
-"""Segmentation query methods on the shared registry (``core.query``, ``domain="segmentation"``).
+"""Segmentation query methods (thesis ch. 7–8, nnActive §5, ClaSP PE §D) in the shared registry,
+domain ``segmentation``.
 
-Each method is registered as ``seg_<name>``; :data:`METHODS` maps the CLI names (``random``,
-``random_fg33``, ``random_fg66``, ``pe``, ``bald``, ``power_bald``, ``softrank_bald``, ``power_pe``,
-``claspe``) to them, so ``core.query.get("seg_claspe", "segmentation")`` (or :func:`get`) returns
-the segmentation implementation and never the classification-evidence methods of the same short
-name.  Methods return *positions* into ``pool.unlabelled`` as the registry contract demands.
+A query candidate is a 3D patch (an id of :class:`~segmentation.patches.PatchPool`).  Methods:
 
-Evidence kinds (built by ``segmentation.experiment``):
+* ``random``, ``random_fg33``, ``random_fg66`` — nnActive's random family (uniformly placed patches;
+  1/6 or 1/3 centred on a class / on a class border);
+* scores composed with the ranking rules — ``pe`` / ``power_pe`` / ``softrank_pe`` (predictive
+  entropy of the ensemble mean) and ``bald`` / ``power_bald`` / ``softrank_bald`` (mutual
+  information; needs an ensemble of ≥ 2);
+* ``claspe`` — ClaSP's class stratification of the power PE score with the β schedule 1 → 100.
 
-* ``env``          :class:`QueryEnv` — the patch pool, the oracle labels of the train+pool images
-                   (used only by the foreground-aware random baselines and the starting budget, as
-                   an annotator screening the image would), allowed overlap, patches per image;
-* ``patch_scores`` dict of per-image score grids (mean over every query-patch window, §4.4):
-                   ``pe`` H[p̄], ``mi`` BALD, ``cls`` [C, …] p̄_c·H (ClaSP's class channels).
+Score × aggregation × rule: a score is a voxel map of the ensemble softmax ``P [K, C+1, X, Y, Z]``
+(:data:`VOXEL`); the aggregation is the mean over every query-patch window (§4.4,
+``patches.box_mean``), computed by ``segmentation.experiment`` for exactly the evidence kinds a
+method ``needs`` (``grid:<score>``, and ``grid:cls:<score>`` = window mean of p̄_c · score for
+ClaSP's class strata); the rule picks, per image, greedy descending-score windows that overlap no
+annotated voxel and no earlier pick (Algorithm 1), then globally.  Noise is Gumbel(0, 1/β) on the
+log of the *aggregated* score; every draw comes from the loop's per-cycle generator, so runs are
+reproducible (unlike the reference PowerPE).
 
-Selection (Algorithm 1): per image, greedy descending-score picking of up to
-``n_patch_per_image`` windows without overlap with annotated voxels or each other; then the global
-top-n over all images.  Noise is Gumbel(0, 1/β) on the log of the *aggregated* score; every draw
-comes from the loop's per-cycle generator, so runs are reproducible (unlike the reference PowerPE).
+Evidence kinds: ``env`` (:class:`QueryEnv`: the patch pool, the oracle labels of the train+pool
+images — read only by the foreground-aware random baselines and the starting budget, as an
+annotator screening the image would —, allowed overlap, patches per image) and the grids above.
+Run directories written before the per-domain registry named these methods ``seg_<name>``; the
+old names resolve through ``core.query.alias``.
 """
 from __future__ import annotations
 
@@ -27,9 +33,9 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
-from core import query as cq
-from core import selection
+from core import query, selection
 from core.errors import UserError
+from core.query import POWER, SOFTRANK, STRATIFIED, TOPK, UNIFORM, QueryResult, Rule, Score
 
 from .patches import ImageSelector, PatchPool
 
@@ -194,15 +200,34 @@ def _noised(scores: np.ndarray, rng: np.random.Generator, beta: float) -> np.nda
     return np.log(np.maximum(s, selection.LOG_EPS)) + selection.gumbel(rng, s.size, beta).reshape(s.shape)
 
 
+MAX_POOL_SCORES = 1_000_000   # windows kept (strided subsample) for a cycle's score distribution
+
+
+def _allowed_scores(sel: ImageSelector, grid: np.ndarray, keep: int) -> np.ndarray:
+    """Scores of the windows still allowed in this image (every ``keep``-th one) — the pool's score
+    distribution, taken before any pick."""
+    return np.asarray(grid, dtype=np.float64)[sel.valid][::keep]
+
+
+def _keep_every(env: QueryEnv) -> int:
+    return max(1, int(len(env.pool) // MAX_POOL_SCORES) + 1) if len(env.pool) > MAX_POOL_SCORES else 1
+
+
 def _per_image_candidates(env: QueryEnv, grids: list, per_image: int, rng=None, beta=None):
-    """Greedy per-image candidates (Algorithm 1, lines 2–12) → (ids, scores)."""
-    ids, scores = [], []
+    """Greedy per-image candidates (Algorithm 1, lines 2–12) → (ids, ranking values, base scores,
+    allowed-window scores of the pool)."""
+    ids, keys, base, pool = [], [], [], []
+    keep = _keep_every(env)
     for img, g in enumerate(grids):
         s = _noised(g, rng, beta) if beta is not None else g
-        flat, vals = env.selector(img).greedy(s, per_image)
+        sel = env.selector(img)
+        pool.append(_allowed_scores(sel, g, keep))
+        flat, vals = sel.greedy(s, per_image)
         ids.append(env.pool.encode(img, flat))
-        scores.append(vals)
-    return np.concatenate(ids).astype(np.int64), np.concatenate(scores)
+        keys.append(vals)
+        base.append(np.asarray(g, dtype=np.float64).ravel()[flat])
+    cat = (lambda parts, dt: np.concatenate(parts).astype(dt))
+    return cat(ids, np.int64), cat(keys, np.float64), cat(base, np.float64), cat(pool, np.float64)
 
 
 def _enough(n_have: int, n: int):
@@ -211,22 +236,26 @@ def _enough(n_have: int, n: int):
                         "use a smaller --query-size or --patch-size, or more --n-patch-per-image")
 
 
-def topk_patches(env: QueryEnv, grids: list, n: int, rng=None, beta=None) -> np.ndarray:
-    ids, scores = _per_image_candidates(env, grids, env.n_patch_per_image, rng, beta)
-    _enough(len(ids), n)
-    return ids[selection.topk(scores, n)]
-
-
-def softrank_patches(env: QueryEnv, grids: list, n: int, rng, beta: float = 1.0) -> np.ndarray:
-    """§5.5: per image 2 × n_patch_per_image candidates by unperturbed score, then global
-    −log(rank) + Gumbel(0, 1/β)."""
-    ids, scores = _per_image_candidates(env, grids, 2 * env.n_patch_per_image)
-    _enough(len(ids), n)
-    return ids[selection.softrank(scores, n, rng, beta=beta)]
+def rank_patches(env: QueryEnv, grids: list, n: int, rule: Rule, rng=None, beta: float = 1.0) -> QueryResult:
+    """A ranking rule over patch candidates.  ``topk``: per image up to ``n_patch_per_image`` windows
+    by score, then the global top-n; ``power``: the same on log score + Gumbel(0, 1/β) noise (noise
+    drawn per window before the greedy pass); ``softrank`` (§5.5): per image 2 × n_patch_per_image
+    candidates by unperturbed score, then global −log(rank) + Gumbel(0, 1/β)."""
+    if rule is SOFTRANK:
+        ids, keys, base, pool = _per_image_candidates(env, grids, 2 * env.n_patch_per_image)
+        _enough(len(ids), n)
+        pos = selection.softrank(keys, n, rng, beta=beta)
+    else:
+        noisy = rule is POWER
+        ids, keys, base, pool = _per_image_candidates(env, grids, env.n_patch_per_image,
+                                                      rng if noisy else None, beta if noisy else None)
+        _enough(len(ids), n)
+        pos = selection.topk(keys, n)
+    return QueryResult(ids[pos], base[pos], {"beta": float(beta)} if rule.uses_beta else {}, pool_scores=pool)
 
 
 def claspe_patches(env: QueryEnv, pe_grids: list, cls_grids: list, n: int, rng: np.random.Generator,
-                   beta: float, alpha: float = ALPHA, info: dict | None = None) -> np.ndarray:
+                   beta: float, alpha: float = ALPHA) -> QueryResult:
     """ClaSP PE, reference-exact (§6.5).
 
     Strata: the C foreground class channels u_c = p̄_c·H and the plain PE channel H (-1).  Per
@@ -236,17 +265,20 @@ def claspe_patches(env: QueryEnv, pe_grids: list, cls_grids: list, n: int, rng: 
     region.  Final query: ``int(n·α)`` split evenly over classes (remainder to rng-chosen classes),
     ``n − int(n·α)`` from the PE stratum, each by descending noised score.  Should a stratum hold
     fewer candidates than its quota (the reference asserts), the shortfall is filled with the best
-    remaining candidates of any stratum.  ``info`` (if given) receives the per-stratum quotas and
-    counts."""
+    remaining candidates of any stratum.  Scores: each pick's un-noised stratum score; detail: the
+    per-stratum quotas and counts, the stratum of every pick and β."""
     C = env.n_classes
     strata = list(range(C)) + [-1]
-    cand = {k: ([], []) for k in strata}
+    cand = {k: ([], [], []) for k in strata}
     ppi = env.n_patch_per_image
+    keep = _keep_every(env)
+    pool_pe = []
     for img in range(env.pool.n_images):
         agg = {c: cls_grids[img][c] for c in range(C)}
         agg[-1] = pe_grids[img]
         noised = {k: _noised(agg[k], rng, beta) for k in strata}
         sel = env.selector(img)
+        pool_pe.append(_allowed_scores(sel, pe_grids[img], keep))
         order = list(strata)
         rng.shuffle(order)
         for k in order:
@@ -254,8 +286,10 @@ def claspe_patches(env: QueryEnv, pe_grids: list, cls_grids: list, n: int, rng: 
             flat, vals = sel.greedy(noised[k], max(int(n_img), 1))
             cand[k][0].append(env.pool.encode(img, flat))
             cand[k][1].append(vals)
+            cand[k][2].append(np.asarray(agg[k], dtype=np.float64).ravel()[flat])
     ids = {k: np.concatenate(v[0]).astype(np.int64) for k, v in cand.items()}
     sc = {k: np.concatenate(v[1]) for k, v in cand.items()}
+    base = {k: np.concatenate(v[2]) for k, v in cand.items()}
     _enough(sum(len(v) for v in ids.values()), n)
     n_cls = int(n * alpha)
     quota = {c: n_cls // C for c in range(C)}
@@ -264,119 +298,115 @@ def claspe_patches(env: QueryEnv, pe_grids: list, cls_grids: list, n: int, rng: 
     rng.shuffle(fg)
     for c in fg[: n_cls % C]:
         quota[c] += 1
-    picked, leftover_ids, leftover_sc, got = [], [], [], {}
+    name = (lambda k: "pe" if k == -1 else f"class{k + 1}")
+    picked, picked_base, picked_stratum, left, got = [], [], [], ([], [], [], []), {}
     for k in strata:
         order = np.argsort(-sc[k], kind="stable")
-        take = order[: quota[k]]
+        take, rest = order[: quota[k]], order[quota[k]:]
         got[k] = len(take)
         picked.append(ids[k][take])
-        leftover_ids.append(ids[k][order[quota[k]:]])
-        leftover_sc.append(sc[k][order[quota[k]:]])
-    out = np.concatenate(picked)
+        picked_base.append(base[k][take])
+        picked_stratum += [name(k)] * len(take)
+        for lst, arr in zip(left, (ids[k][rest], sc[k][rest], base[k][rest], np.full(len(rest), k))):
+            lst.append(arr)
+    out, out_base = np.concatenate(picked), np.concatenate(picked_base)
     short = n - len(out)
     if short > 0:
-        li, ls = np.concatenate(leftover_ids), np.concatenate(leftover_sc)
-        out = np.concatenate([out, li[selection.topk(ls, short)]])
-    if info is not None:
-        info.update({"quota": {("pe" if k == -1 else f"class{k + 1}"): int(q) for k, q in quota.items()},
-                     "taken": {("pe" if k == -1 else f"class{k + 1}"): int(v) for k, v in got.items()},
-                     "filled": int(max(short, 0)), "beta": float(beta)})
-    return out
+        li, ls, lb, lk = (np.concatenate(x) for x in left)
+        fill = selection.topk(ls, short)
+        out, out_base = np.concatenate([out, li[fill]]), np.concatenate([out_base, lb[fill]])
+        picked_stratum += [f"fill:{name(int(k))}" for k in lk[fill]]
+    detail = {"quota": {name(k): int(q) for k, q in quota.items()}, "taken": {name(k): int(v) for k, v in got.items()},
+              "filled": int(max(short, 0)), "beta": float(beta), "alpha": float(alpha), "stratum": picked_stratum}
+    return QueryResult(out, out_base, detail, pool_scores=np.concatenate(pool_pe))
 
 
 # ---------------------------------------------------------------------------------------------
-# registration
+# scores (voxel measures of the ensemble softmax) and registration
 # ---------------------------------------------------------------------------------------------
 
-def _positions(ev, ids) -> np.ndarray:
-    return ev["env"].pool.positions(ids)
+DOMAIN = "segmentation"
+
+# voxel measure of a score: (P [K, C+1, X, Y, Z] ensemble softmax, decomposition of P) -> [X, Y, Z]
+VOXEL = {
+    "pe": lambda P, d: d["pe"],
+    "bald": lambda P, d: d["mi"],
+}
 
 
-def _beta(ev) -> float:
-    return float(ev.context.get("beta", 1.0))
+def grid_kind(score: str, classes: bool = False) -> str:
+    """Evidence kind of a score's window-mean grids (``classes``: its ClaSP class channels)."""
+    return f"grid:cls:{score}" if classes else f"grid:{score}"
+
+
+def _grid_score(name: str, **kw) -> Score:
+    return Score(name, lambda ev: ev[grid_kind(name)], needs=("env", grid_kind(name)), **kw)
+
+
+PE = _grid_score("pe", label="Predictive Entropy", short="PE",
+                 description="Predictive Entropy: top-k patches by mean H[p̄] of the ensemble")
+BALD = _grid_score("bald", label="BALD", short="BALD", model={"min_ensemble": 2},
+                   description="BALD: top-k patches by mean mutual information of the ensemble")
+SCORES = (PE, BALD)
+
+
+def _patch_select(score: Score, rule: Rule):
+    def run(ev, n, rng):
+        return rank_patches(ev["env"], score.fn(ev), n, rule, rng, ev.beta())
+    return run
+
+
+for _score in SCORES:
+    query.register_scored(DOMAIN, _score, _patch_select)
 
 
 def _scheduled_beta(ev) -> float:
-    if "beta_schedule" in ev.context:
-        return float(ev.context["beta_schedule"])
+    """ClaSP's β of this cycle: exponential schedule β0 → βmax reached at the ``beta_horizon``-th query."""
     return selection.scheduled_beta(int(ev.context.get("cycle", 0)), int(ev.context.get("beta_horizon", BETA_HORIZON)),
                                     BETA0, BETA_MAX)
 
 
-SEG = "segmentation"
+def register_clasp(score: Score, name: str, label: str) -> query.QueryMethod:
+    """ClaSP's class stratification of any score: its class channels p̄_c · score are the strata
+    (evidence ``grid:cls:<score>``), power-noised with the scheduled β."""
+    cls = grid_kind(score.name, classes=True)
+
+    @query.register(DOMAIN, name, needs=(*score.needs, cls), model=dict(score.model), label=label,
+                    rule=STRATIFIED, score=score,
+                    description=f"{label}: class-stratified (α = {ALPHA}) scheduled power {score.short or score.name}, "
+                                f"β {BETA0:g} → {BETA_MAX:g}")
+    def _clasp(ev, n, rng):
+        return claspe_patches(ev["env"], score.fn(ev), ev[cls], n, rng, _scheduled_beta(ev))
+    return query.get(DOMAIN, name)
 
 
-@cq.register("seg_random", needs=("env",), domain=SEG, description="Random: uniformly placed patches, images visited cyclically")
-def _seg_random(ev, n, rng):
-    return _positions(ev, random_patches(ev["env"], n, rng, P_RANDOM))
+register_clasp(PE, "claspe", "ClaSP PE")
 
 
-@cq.register("seg_random_fg33", needs=("env",), domain=SEG,
-             description="Random 33% FG: 1/6 centred on a class, 1/6 on a class border, rest random")
-def _seg_random_fg33(ev, n, rng):
-    return _positions(ev, random_patches(ev["env"], n, rng, P_FG33))
+def _random_method(name: str, probs, label: str, description: str) -> None:
+    @query.register(DOMAIN, name, needs=("env",), rule=UNIFORM, label=label, description=description)
+    def _run(ev, n, rng):
+        return QueryResult(random_patches(ev["env"], n, rng, probs), np.zeros(n))
 
 
-@cq.register("seg_random_fg66", needs=("env",), domain=SEG,
-             description="Random 66% FG: 1/3 centred on a class, 1/3 on a class border, 1/3 random")
-def _seg_random_fg66(ev, n, rng):
-    return _positions(ev, random_patches(ev["env"], n, rng, P_FG66))
+_random_method("random", P_RANDOM, "Random", "Random: uniformly placed patches, images visited cyclically")
+_random_method("random_fg33", P_FG33, "Random 33% FG",
+               "Random 33% FG: 1/6 centred on a class, 1/6 on a class border, rest random")
+_random_method("random_fg66", P_FG66, "Random 66% FG",
+               "Random 66% FG: 1/3 centred on a class, 1/3 on a class border, 1/3 random")
+
+for _name in ("random", "random_fg33", "random_fg66", "pe", "bald", "power_bald", "softrank_bald", "power_pe", "claspe"):
+    query.alias(DOMAIN, f"seg_{_name}", _name)   # names of run directories written before issue 10
 
 
-@cq.register("seg_pe", needs=("env", "patch_scores"), domain=SEG, model={"ensemble": True},
-             description="Predictive Entropy: top-k patches by mean H[p̄] of the ensemble")
-def _seg_pe(ev, n, rng):
-    return _positions(ev, topk_patches(ev["env"], ev["patch_scores"]["pe"], n))
-
-
-@cq.register("seg_bald", needs=("env", "patch_scores"), domain=SEG, model={"ensemble": True},
-             description="BALD: top-k patches by mean mutual information of the ensemble")
-def _seg_bald(ev, n, rng):
-    return _positions(ev, topk_patches(ev["env"], ev["patch_scores"]["mi"], n))
-
-
-@cq.register("seg_power_pe", needs=("env", "patch_scores"), domain=SEG, model={"ensemble": True},
-             description="PowerPE: log mean PE + Gumbel(0, 1/β), β = 1")
-def _seg_power_pe(ev, n, rng):
-    return _positions(ev, topk_patches(ev["env"], ev["patch_scores"]["pe"], n, rng, _beta(ev)))
-
-
-@cq.register("seg_power_bald", needs=("env", "patch_scores"), domain=SEG, model={"ensemble": True},
-             description="PowerBALD: log mean BALD + Gumbel(0, 1/β), β = 1")
-def _seg_power_bald(ev, n, rng):
-    return _positions(ev, topk_patches(ev["env"], ev["patch_scores"]["mi"], n, rng, _beta(ev)))
-
-
-@cq.register("seg_softrank_bald", needs=("env", "patch_scores"), domain=SEG, model={"ensemble": True},
-             description="SoftrankBALD: −log rank(BALD) + Gumbel(0, 1/β), β = 1")
-def _seg_softrank_bald(ev, n, rng):
-    return _positions(ev, softrank_patches(ev["env"], ev["patch_scores"]["mi"], n, rng, _beta(ev)))
-
-
-@cq.register("seg_claspe", needs=("env", "patch_scores"), domain=SEG, model={"ensemble": True},
-             description="ClaSP PE: class-stratified (α = 0.66) scheduled power PE, β 1 → 100")
-def _seg_claspe(ev, n, rng):
-    info: dict = {}
-    sc = ev["patch_scores"]
-    ids = claspe_patches(ev["env"], sc["pe"], sc["cls"], n, rng, _scheduled_beta(ev), info=info)
-    ev.context["claspe"] = info
-    return _positions(ev, ids)
-
-
-METHODS = {
-    "random": "seg_random", "random_fg33": "seg_random_fg33", "random_fg66": "seg_random_fg66",
-    "pe": "seg_pe", "bald": "seg_bald", "power_bald": "seg_power_bald", "softrank_bald": "seg_softrank_bald",
-    "power_pe": "seg_power_pe", "claspe": "seg_claspe",
-}
-DISPLAY = {"random": "Random", "random_fg33": "Random 33% FG", "random_fg66": "Random 66% FG",
-           "pe": "Predictive Entropy", "bald": "BALD", "power_bald": "PowerBALD", "softrank_bald": "SoftrankBALD",
-           "power_pe": "PowerPE", "claspe": "ClaSP PE"}
-SCORE_KINDS = {"pe": ("pe",), "bald": ("mi",), "power_bald": ("mi",), "softrank_bald": ("mi",),
-               "power_pe": ("pe",), "claspe": ("pe", "cls")}
-
-
-def get(name: str) -> cq.QueryMethod:
-    """The segmentation implementation of CLI method ``name`` (``random``, ``claspe``, ...)."""
-    if name not in METHODS:
-        raise UserError(f"unknown segmentation query method {name!r}; valid: {', '.join(METHODS)}")
-    return cq.get(METHODS[name], SEG)
+def voxel_maps(P, kinds) -> dict:
+    """Voxel maps ``[X, Y, Z]`` (or ``[C, X, Y, Z]`` for class channels) of the requested ``grid:…``
+    evidence kinds from the ensemble softmax ``P [K, C+1, X, Y, Z]`` (a torch tensor)."""
+    from core import uncertainty
+    d = uncertainty.decomposition(P, sample_dim=0, class_dim=1)
+    out = {}
+    for kind in kinds:
+        parts = kind.split(":")
+        base = VOXEL[parts[-1]](P, d)
+        out[kind] = (P.mean(0)[1:] * base[None]) if parts[1] == "cls" else base
+    return out

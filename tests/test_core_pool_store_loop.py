@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from classification import query as _cls  # noqa: F401  (registers the classification methods)
 from core import query as Q
 from core.errors import UserError
 from core.loop import ActiveLearningLoop, SimulatedCrash
@@ -29,12 +30,13 @@ def test_pool_label_and_errors():
 
 def test_registry_errors_and_evidence_laziness():
     with pytest.raises(UserError, match="valid:"):
-        Q.get("nope")
+        Q.get("classification", "nope")
     calls = []
     ev = Evidence({"n": lambda: calls.append(1) or 5})
     assert ev["n"] == 5 and ev["n"] == 5 and len(calls) == 1
     assert set(Q.names("classification")) >= {"random", "entropy", "bald", "coreset", "badge", "power_bald",
                                                "power_entropy", "softrank_bald"}
+    assert "claspe" not in Q.names("classification")
 
 
 def test_store_refuses_foreign_and_different_config(tmp_path):
@@ -69,7 +71,7 @@ class _Fake:
 
     def evidence(self, model, pool):
         unl = pool.unlabelled
-        return Evidence({"n": lambda: len(unl), "probs": lambda: np.stack([self.scores[unl], 1 - self.scores[unl]], 1)})
+        return Evidence({"probs": lambda: np.stack([self.scores[unl], 1 - self.scores[unl]], 1)}, candidates=unl)
 
 
 def _loop(tmp_path, method, n=60):
@@ -78,7 +80,7 @@ def _loop(tmp_path, method, n=60):
     if store.pool_state is None:
         pool.label([0, 1, 2], 0)
     f = _Fake(n)
-    return ActiveLearningLoop(pool, train=f.train, evaluate=f.evaluate, evidence=f.evidence, query=Q.get(method),
+    return ActiveLearningLoop(pool, train=f.train, evaluate=f.evaluate, evidence=f.evidence, query=Q.get("classification", method),
                               query_sizes=[5, 5, 5, 5], store=store, seed=3)
 
 
@@ -106,7 +108,7 @@ def test_schedule_larger_than_pool_fails_before_training(tmp_path):
     pool.label([0, 1], 0)
     trained = []
     loop = ActiveLearningLoop(pool, train=lambda p, c: trained.append(c), evaluate=lambda m, p: {},
-                              evidence=lambda m, p: Evidence({"n": lambda: 8}), query=Q.get("random"),
+                              evidence=lambda m, p: Evidence(candidates=p.unlabelled), query=Q.get("classification", "random"),
                               query_sizes=[5, 5], store=RunStore(tmp_path, {}), seed=0)
     with pytest.raises(UserError, match="only 3 would remain"):
         loop.run()

@@ -1,14 +1,13 @@
 """Pick regression: every query method picks the same candidate ids as before the query-contract
 refactor, for fixed synthetic evidence and a fixed generator.
 
-``tests/data/query_picks.json`` was recorded on the tree *before* the refactor (issue 10) by running
-this file as a script; the test only reads it.  Regenerate it only for a deliberate change of a
-method's picks, and say so in the commit.
+``tests/data/query_picks.json`` was recorded on the tree *before* the refactor (issue 10, commit
+3236bf5, by that commit's version of this file run as a script, with the old registry API); the test
+only reads it.  Change it only for a deliberate change of a method's picks, and say so in the commit.
 """
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -75,58 +74,40 @@ def segmentation_setup():
 CONTEXTS = [("b1c0", 1.0, 0), ("b2c2", 2.0, 2)]
 
 
-# ------------------------------------------------------------------------------ recorder (old API)
-def _record() -> dict:  # pragma: no cover - run by hand on the pre-refactor tree only
-    from core import query as cq
-    from core import selection
-    from segmentation import query as segq
-    out = {"classification": {}, "segmentation": {}, "segmentation_start": None}
-    ev0 = classification_evidence()
-    for name in cq.names("classification"):
-        for tag, beta, cycle in CONTEXTS:
-            ev = cq.Evidence(values={"n": len(ev0["unlabelled"]), **{k: v for k, v in ev0.items() if k != "unlabelled"}},
-                             context={"beta": beta, "cycle": cycle})
-            pos = cq.get(name, "classification").select(ev, N_PICK_CLS, np.random.default_rng(GEN_SEED))
-            out["classification"][f"{name}/{tag}"] = ev0["unlabelled"][pos].tolist()
-    env, scores, start = segmentation_setup()
-    out["segmentation_start"] = start.tolist()
-    for short, reg in segq.METHODS.items():
-        for tag, beta, cycle in CONTEXTS:
-            env, scores, _ = segmentation_setup()
-            ev = cq.Evidence(providers={"env": lambda: env, "patch_scores": lambda: scores},
-                             context={"cycle": cycle, "beta": beta,
-                                      "beta_schedule": selection.scheduled_beta(cycle, segq.BETA_HORIZON)})
-            pos = segq.get(short).select(ev, N_PICK_SEG, np.random.default_rng(GEN_SEED))
-            out["segmentation"][f"{reg}/{tag}"] = np.asarray(env.pool.unlabelled[pos]).tolist()
-    return out
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    PICKS.parent.mkdir(exist_ok=True)
-    PICKS.write_text(json.dumps(_record(), indent=0, sort_keys=True) + "\n")
-    print(f"wrote {PICKS}")
-
-
-# ------------------------------------------------------------------------------ the test
+# ------------------------------------------------------------------------------ the test (new API)
 RECORDED = json.loads(PICKS.read_text())
+# old registry name -> (domain, new name); the evidence kinds were renamed with the registry
+SEG_RENAMED = {f"seg_{n}": n for n in ("random", "random_fg33", "random_fg66", "pe", "bald", "power_bald",
+                                       "softrank_bald", "power_pe", "claspe")}
+SEG_KINDS = {"pe": "grid:pe", "mi": "grid:bald", "cls": "grid:cls:pe"}
 
 
 def test_classification_picks_unchanged():
-    got = {k: v for k, v in _record_classification().items()}
-    assert got == RECORDED["classification"]
+    from core import query
+    from classification import query as _registers  # noqa: F401
+    ev0 = classification_evidence()
+    assert RECORDED["classification"]
+    for key, want in RECORDED["classification"].items():
+        name, tag = key.split("/")
+        _, beta, cycle = dict((c[0], c) for c in CONTEXTS)[tag]
+        ev = query.Evidence(values={k: v for k, v in ev0.items() if k != "unlabelled"},
+                            context={"beta": beta, "cycle": cycle}, candidates=ev0["unlabelled"])
+        res = query.get("classification", name).select(ev, N_PICK_CLS, np.random.default_rng(GEN_SEED))
+        assert res.ids.tolist() == want, key
 
 
 def test_segmentation_picks_unchanged():
-    seg, start = _record_segmentation()
-    assert start == RECORDED["segmentation_start"]
-    assert seg == RECORDED["segmentation"]
-
-
-def _record_classification() -> dict:
-    return _record()["classification"]
-
-
-def _record_segmentation():
-    r = _record()
-    return r["segmentation"], r["segmentation_start"]
+    from core import query
+    from segmentation import query as _registers  # noqa: F401
+    _, _, start = segmentation_setup()
+    assert start.tolist() == RECORDED["segmentation_start"]
+    assert set(k.split("/")[0] for k in RECORDED["segmentation"]) == set(SEG_RENAMED)
+    for key, want in RECORDED["segmentation"].items():
+        old, tag = key.split("/")
+        _, beta, cycle = dict((c[0], c) for c in CONTEXTS)[tag]
+        env, scores, _ = segmentation_setup()
+        ev = query.Evidence(values={"env": env, **{SEG_KINDS[k]: v for k, v in scores.items()}},
+                            context={"cycle": cycle, "beta": beta}, candidates=env.pool.unlabelled)
+        res = query.get("segmentation", SEG_RENAMED[old]).select(ev, N_PICK_SEG, np.random.default_rng(GEN_SEED))
+        assert res.ids.tolist() == want, key
+        assert query.get("segmentation", old) is query.get("segmentation", SEG_RENAMED[old])   # old names map on read

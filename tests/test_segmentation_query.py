@@ -7,6 +7,8 @@ from core import selection
 from core.errors import UserError
 from core.loop import cycle_rng
 from segmentation import query as segq
+
+SEG_METHODS = cq.names("segmentation")
 from segmentation.patches import PatchPool, box_mean
 
 
@@ -51,19 +53,25 @@ def occupancy(env, ids):
 
 
 def evidence(env, scores, cycle=0):
-    return cq.Evidence(providers={"env": lambda: env, "patch_scores": lambda: scores},
-                       context={"cycle": cycle, "beta": 1.0,
-                                "beta_schedule": selection.scheduled_beta(cycle, segq.BETA_HORIZON)})
+    kinds = {"pe": "grid:pe", "mi": "grid:bald", "cls": "grid:cls:pe"}
+    return cq.Evidence(providers={"env": lambda: env, **{kinds[k]: (lambda v=v: v) for k, v in scores.items()}},
+                       context={"cycle": cycle, "beta": 1.0}, candidates=env.pool.unlabelled)
 
 
-def test_registry_returns_segmentation_implementations():
-    for short, reg in segq.METHODS.items():
-        m = segq.get(short)
-        assert m.domain == "segmentation" and m.name == reg
-        assert cq.get(reg, "segmentation") is m
-        assert reg in cq.names("segmentation") and reg not in cq.names("classification")
-    with pytest.raises(UserError):
-        segq.get("coreset")
+def test_registry_holds_segmentation_short_names():
+    assert set(SEG_METHODS) >= {"random", "random_fg33", "random_fg66", "pe", "bald", "power_bald", "softrank_bald",
+                                "power_pe", "claspe"}
+    for short in SEG_METHODS:
+        m = cq.get("segmentation", short)
+        assert m.domain == "segmentation" and m.name == short and m.label
+        if short != "softrank_pe":   # old (pre-issue-10) names map on read
+            assert cq.get("segmentation", f"seg_{short}") is m
+        assert {k for k in m.needs if not k.startswith("grid:")} == {"env"}
+    assert cq.get("segmentation", "claspe").label == "ClaSP PE"
+    assert cq.get("segmentation", "power_pe").label == "PowerPE"
+    assert cq.get("segmentation", "bald").model == {"min_ensemble": 2}
+    with pytest.raises(UserError, match="valid:"):
+        cq.get("segmentation", "coreset")
 
 
 def test_beta_schedule_values():
@@ -74,34 +82,33 @@ def test_beta_schedule_values():
     assert selection.scheduled_beta(2, 4, 2.0, 50.0) == pytest.approx(np.exp(0.5 * np.log(2) + 0.5 * np.log(50)))
 
 
-@pytest.mark.parametrize("name", list(segq.METHODS))
+@pytest.mark.parametrize("name", SEG_METHODS)
 def test_methods_never_overlap_labelled_voxels(name):
     env, labels = phantom_env()
     rng = np.random.default_rng(1)
     start = segq.starting_budget(env, 10, rng)
     env.pool.label(start, 0)
     scores = fake_scores(env, labels)
-    m = segq.get(name)
+    m = cq.get("segmentation", name)
     ev = evidence(env, scores)
     for cycle in range(2):
         ev = evidence(env, scores, cycle)
-        pos = m.select(ev, 12, cycle_rng(3, cycle))
-        ids = env.pool.unlabelled[pos]
+        ids = m.select(ev, 12, cycle_rng(3, cycle)).ids
         assert occupancy(env, ids) <= 1   # o = 0: disjoint from annotated voxels and each other
         env.pool.label(ids, cycle + 1)
     # same seed, same picks
     env2, _ = phantom_env()
     env2.pool.label(start, 0)
-    pos2 = m.select(evidence(env2, scores), 12, cycle_rng(3, 0))
-    np.testing.assert_array_equal(np.sort(env2.pool.unlabelled[pos2]), env.pool.labelled_in(1))
+    ids2 = m.select(evidence(env2, scores), 12, cycle_rng(3, 0)).ids
+    np.testing.assert_array_equal(np.sort(ids2), env.pool.labelled_in(1))
 
 
 def test_claspe_quotas_per_class():
     env, labels = phantom_env(n_img=8)
     scores = fake_scores(env, labels, seed=2)
-    info = {}
-    ids = segq.claspe_patches(env, scores["pe"], scores["cls"], 20, np.random.default_rng(0), beta=1.0, info=info)
-    assert len(np.unique(ids)) == 20
+    res = segq.claspe_patches(env, scores["pe"], scores["cls"], 20, np.random.default_rng(0), beta=1.0)
+    info = res.detail
+    assert len(np.unique(res.ids)) == 20 and len(info["stratum"]) == 20 and np.isfinite(res.scores).all()
     n_cls = int(20 * 0.66)                       # 13 → 4/4/4 + 1 to a random class; PE stratum 7
     assert info["quota"]["pe"] == 20 - n_cls == 7
     cls_q = sorted(info["quota"][f"class{c}"] for c in (1, 2, 3))
@@ -109,7 +116,7 @@ def test_claspe_quotas_per_class():
     assert info["taken"] == info["quota"] and info["filled"] == 0
     # per image: max(int(20·0.66/(C+1)), 1) = 3 windows per class stratum, int(20·0.34) = 6 for PE
     env2, _ = phantom_env(n_img=8, ppi=20)
-    ids_all = segq.claspe_patches(env2, scores["pe"], scores["cls"], 8 * (3 * 3 + 6), np.random.default_rng(0), 1.0)
+    ids_all = segq.claspe_patches(env2, scores["pe"], scores["cls"], 8 * (3 * 3 + 6), np.random.default_rng(0), 1.0).ids
     assert np.bincount(env2.pool.decode(ids_all)[0]).max() <= 3 * 3 + 6
 
 
@@ -122,9 +129,8 @@ def test_claspe_class_strata_follow_class_scores():
     cls = [np.full((3, *g), 0.01, np.float32) for _ in range(4)]
     pe[0][0, 0, 0] = 5.0                 # PE hot spot in image 0
     cls[1][2][10, 10, 10] = 3.0          # class-3 hot spot in image 1
-    info = {}
-    ids = segq.claspe_patches(env, pe, cls, 6, np.random.default_rng(0), beta=1e6, info=info)
-    img, org = env.pool.decode(ids)
+    res = segq.claspe_patches(env, pe, cls, 6, np.random.default_rng(0), beta=1e6)
+    img, org = env.pool.decode(res.ids)
     hot = {(int(j), tuple(o)) for j, o in zip(img, org)}
     assert (1, (10, 10, 10)) in hot and (0, (0, 0, 0)) in hot
 
@@ -168,6 +174,6 @@ def test_not_enough_room_is_a_user_error():
     env, labels = phantom_env(n_img=2, shape=(8, 8, 8), patch=(4, 4, 4))
     scores = fake_scores(env, labels)
     with pytest.raises(UserError, match="non-overlapping"):
-        segq.topk_patches(env, scores["pe"], 20)
+        segq.rank_patches(env, scores["pe"], 20, cq.TOPK)
     with pytest.raises(UserError, match="non-overlapping"):
         segq.random_patches(env, 17, np.random.default_rng(0))
