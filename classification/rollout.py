@@ -252,7 +252,7 @@ def decode(files: FileList, ids: np.ndarray, size: int, cache_dir: str | Path | 
                 store[part] = np.stack(imgs)
                 store.flush()
                 filled[part] = True
-                _atomic_save_npy(mask_path, filled)
+                atomic_write(mask_path, lambda f: np.save(f, filled), binary=True)
             else:
                 for i, im in zip(part, imgs):
                     out[pos[int(i)]] = im
@@ -262,10 +262,6 @@ def decode(files: FileList, ids: np.ndarray, size: int, cache_dir: str | Path | 
     if store is not None:
         out[:] = store[ids]
     return torch.from_numpy(out)
-
-
-def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    atomic_write(path, lambda f: np.save(f, arr), binary=True)
 
 
 # ----------------------------------------------------------------------------- loading

@@ -29,8 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -42,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import UserError
-from core.store import atomic_write
+from core.store import atomic_path, atomic_write
 
 from .data import ImageData
 from .model import ResNet18
@@ -295,14 +293,8 @@ class _PartialCheckpoint(L.Callback):
     def on_train_epoch_end(self, trainer, module):
         e = trainer.current_epoch + 1
         if e % self.every == 0 and e < self.epochs:
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-            os.close(fd)
-            try:
+            with atomic_path(self.path) as tmp:
                 trainer.save_checkpoint(tmp)
-                os.replace(tmp, self.path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
 
 
 class SimulatedKill(Exception):
@@ -334,10 +326,6 @@ def cache_path(cache_dir: str | Path, tag: str, seed: int, cfg: SimCLRConfig, im
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in tag)[:60]
     return Path(cache_dir) / f"simclr-{safe}-seed{seed}-{digest}.pt"
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 
 def pretrain(images: torch.Tensor, cfg: SimCLRConfig, mean, std, seed: int, device: str = "cpu",
@@ -390,7 +378,7 @@ def pretrain(images: torch.Tensor, cfg: SimCLRConfig, mean, std, seed: int, devi
             "arch": {"width": cfg.width, "cifar_stem": cifar_stem}, "config": asdict(cfg),
             "knn_history": module.knn_history, "n_images": len(images), "tag": tag, "seed": int(seed)}
     if path is not None:
-        _atomic_torch_save(ckpt, path)
+        atomic_write(path, lambda f: torch.save(ckpt, f), binary=True)
         partial = path.with_suffix(".partial.ckpt")
         if partial.exists():
             partial.unlink()

@@ -108,13 +108,16 @@ class QueryResult:
         self.scores = np.asarray(self.scores, dtype=np.float64).ravel()
 
     def summary(self, top: int = 50, bins: int = 20) -> dict:
-        """Bounded JSON summary for the cycle record: the ``top`` best-scored picks, stats of all picks,
-        and stats + a ``bins``-bin histogram + quantiles of the pool's scores."""
-        out: dict = {"n": int(len(self.ids)), "detail": self.detail}
-        if len(self.ids):
+        """Bounded JSON summary for the cycle record: the ``top`` best-scored picks (with their per-pick
+        detail, e.g. ClaSP's stratum), stats of all picks, and stats + a ``bins``-bin histogram +
+        quantiles of the pool's scores."""
+        n = len(self.ids)
+        per_pick = {k: v for k, v in self.detail.items() if isinstance(v, (list, tuple, np.ndarray)) and len(v) == n}
+        out: dict = {"n": int(n), "detail": {k: v for k, v in self.detail.items() if k not in per_pick}}
+        if n:
             order = np.argsort(-self.scores, kind="stable")[:top]
             out["picked"] = {"ids": self.ids[order].tolist(), "scores": [_round(v) for v in self.scores[order]],
-                             **_stats(self.scores)}
+                             **{k: [v[i] for i in order] for k, v in per_pick.items()}, **_stats(self.scores)}
         if self.pool_scores is not None:
             p = np.asarray(self.pool_scores, dtype=np.float64).ravel()
             p = p[np.isfinite(p)]

@@ -12,21 +12,22 @@ from typing import Sequence
 import numpy as np
 
 from .metrics import PPM, aubc, pairwise_penalty_matrix
-from .store import atomic_write_text
+from .store import atomic_path, atomic_write_text
 
 
-def _mpl():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (every plot of the framework)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
 
 
-def _save(fig, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=130, bbox_inches="tight")
-    tmp.replace(path)
+def save_figure(fig, path: Path, dpi: int = 130, tight: bool = True) -> None:
+    """Save ``fig`` atomically (the format follows the suffix) and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, **({"bbox_inches": "tight"} if tight else {}))
+    pyplot().close(fig)
 
 
 def group_curves(runs: Sequence[dict]) -> dict[str, dict[str, np.ndarray]]:
@@ -79,7 +80,7 @@ def write_table(rows: Sequence[dict], path_md: Path, metric: str = "metric") -> 
 def plot_curves(runs: Sequence[dict], path: Path, ylabel: str, xlabel: str = "labelled budget",
                 title: str | None = None) -> None:
     """Budget curves: mean ± std over seeds, one panel per setting."""
-    plt = _mpl()
+    plt = pyplot()
     settings = sorted({r["setting"] for r in runs})
     fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 4), squeeze=False)
     for ax, s in zip(axes[0], settings):
@@ -101,14 +102,13 @@ def plot_curves(runs: Sequence[dict], path: Path, ylabel: str, xlabel: str = "la
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    _save(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_ppm(ppm: PPM, path: Path, title: str = "Pairwise penalty matrix") -> None:
     """Heat map: row i, column j = share of budgets where i significantly beats j (summed over
     settings, max = number of settings); bottom row = mean over the other methods of each column."""
-    plt = _mpl()
+    plt = pyplot()
     k = len(ppm.methods)
     data = np.vstack([ppm.wins, ppm.mean_row[None]])
     fig, ax = plt.subplots(figsize=(1.1 * k + 2.5, 1.0 * (k + 1) + 1.5))
@@ -123,8 +123,7 @@ def plot_ppm(ppm: PPM, path: Path, title: str = "Pairwise penalty matrix") -> No
     ax.axhline(k - 0.5, color="black", lw=1)
     ax.set_title(f"{title} (max = {ppm.max_value})")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    _save(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def ppm_from_runs(runs: Sequence[dict]) -> PPM:

@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
@@ -29,22 +30,49 @@ os.umask(_UMASK)
 FORMAT = 1
 
 
-def atomic_write(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
-    """Write ``path`` through ``write(file)`` into a temporary file beside it, fsync, rename."""
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix, so writers that infer the format from it work)
+    for the block to write; renamed into place when the block succeeds, removed when it fails.
+    For writers that take a path (``np.save``, ``torch.save``, ``savefig``, Lightning checkpoints)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results should be readable like any file
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+
+
+def atomic_write(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
+    """Write ``path`` through ``write(file)`` into a temporary file beside it, fsync, rename."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb" if binary else "w") as f:
+            write(f)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to fill in the block; renamed to ``path`` when the block
+    succeeds (if another writer got there first, its folder is kept and ours dropped), removed when
+    it fails — a reader never sees a half-written folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp creates 0700
+        if not path.exists():
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from core.store import RunStore, atomic_write_text, load_run
     from segmentation.experiment import Hooks, SegmentationDomain
     from segmentation.plans import PRESETS, match_setting, plan_network, query_setting
-    from segmentation.viz import plot_queries
+    from segmentation.report import plot_queries
 
     preset = PRESETS[args.preset]
     if args.ensemble is not None:

@@ -1,31 +1,24 @@
-"""nnU-Net raw / Medical Segmentation Decathlon datasets: validate, split, resample, cache.
+"""nnU-Net raw / Medical Segmentation Decathlon datasets prepared for AL: validate, split, resample, cache.
 
-Layout read (both flavours)::
+The folder is read by ``segmentation.msd`` (the one MSD / nnU-Net reader; layouts and dataset.json
+fields are documented there).  Preparation (:func:`prepare`) validates every case *before* anything
+is written — missing labels, image/label shape or affine mismatches, label values that are not
+classes of dataset.json, wrong channel counts: one ``UserError`` naming the file — then splits the
+cases 75/25 into train+pool and test with a fixed split seed, takes the median train+pool spacing as
+target spacing (the nnU-Net fingerprint is computed on train+pool only), resamples images (cubic)
+and labels (nearest) to it, normalises intensities — CT channels with the nnU-Net CT scheme (clip
+to the 0.5/99.5 percentiles of the train+pool foreground, z-score with its mean/std), every other
+channel per image — and caches the result as ``.npy`` files, memory-mapped on load (volumes are
+never all held in RAM), in a folder keyed by a hash of the raw files, written to a temporary
+folder and renamed into place only when complete.
 
-    ROOT/dataset.json   "labels" ({"0": "background", ...} MSD style or {"background": 0, ...} v2 style),
-                        "modality" (MSD) or "channel_names" (v2), optional "training" list (MSD)
-    ROOT/imagesTr/      MSD: one (3D or 4D, channels last) NIfTI per case, named in "training";
-                        v2:  CASE_0000.nii.gz, CASE_0001.nii.gz, ... one file per channel
-    ROOT/labelsTr/      CASE.nii.gz, integer labels 0..C
-
-Preparation (:func:`prepare`) validates every case *before* anything is written — missing labels,
-image/label shape or affine mismatches, label values that are not classes of dataset.json, wrong
-channel counts: one ``UserError`` naming the file — then splits the cases 75/25 into train+pool
-and test with a fixed split seed, takes the median train+pool spacing as target spacing (the nnU-Net
-fingerprint is computed on train+pool only), resamples images (cubic) and labels (nearest) to it,
-normalises intensities — CT channels with the nnU-Net CT scheme (clip to the 0.5/99.5 percentiles
-of the train+pool foreground, z-score with its mean/std), every other channel per image — and caches
-the result as ``.npy`` files, memory-mapped on load (volumes are never all held in RAM), in a folder
-keyed by a hash of the raw files, written to a temporary folder and renamed into place only when
-complete.
+    data = prepare("/data/Task04_Hippocampus", "cache/")
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -33,222 +26,12 @@ from typing import Callable
 import numpy as np
 
 from core.errors import UserError
-from core.store import atomic_write_json
+from core.store import atomic_dir, atomic_write_json
+
+from .msd import Layout, check_header, load_image, load_label, read_layout, rel
 
 CACHE_VERSION = 3
 SPLIT_SEED = 12345  # nnActive's RANDOM_SEED: the split is fixed across experiment seeds
-
-
-# ---------------------------------------------------------------------------------------------
-# dataset.json and file discovery
-# ---------------------------------------------------------------------------------------------
-
-@dataclass
-class RawCase:
-    name: str
-    images: list[Path]  # one 3D/4D file (MSD) or one file per channel (v2)
-    label: Path
-
-
-@dataclass
-class RawDataset:
-    root: Path
-    name: str
-    class_names: list[str]      # index = label value, 0 = background
-    channel_names: list[str]
-    cases: list[RawCase]
-    meta_bytes: bytes
-
-    @property
-    def n_classes(self) -> int:
-        """Number of foreground classes C (labels are 0..C)."""
-        return len(self.class_names) - 1
-
-
-def _rel(root: Path, p: Path) -> str:
-    try:
-        return str(Path(p).relative_to(root))
-    except ValueError:
-        return str(p)
-
-
-def read_dataset(root) -> RawDataset:
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"{root}: dataset folder not found")
-    meta_path = root / "dataset.json"
-    if not meta_path.is_file():
-        raise UserError(f"{meta_path}: missing (expected the nnU-Net raw / MSD layout: dataset.json, imagesTr/, labelsTr/)")
-    raw = meta_path.read_bytes()
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{meta_path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("labels"), dict) or not meta["labels"]:
-        raise UserError(f"{meta_path}: needs a non-empty \"labels\" mapping")
-    class_names = _parse_labels(meta["labels"], meta_path)
-    chans = meta.get("channel_names", meta.get("modality", {"0": "image"}))
-    if not isinstance(chans, dict) or not chans:
-        raise UserError(f"{meta_path}: \"channel_names\"/\"modality\" must be a non-empty mapping")
-    try:
-        channel_names = [str(chans[k]) for k in sorted(chans, key=lambda k: int(k))]
-    except ValueError:
-        raise UserError(f"{meta_path}: channel keys must be integers (\"0\", \"1\", ...)") from None
-    for d in ("imagesTr", "labelsTr"):
-        if not (root / d).is_dir():
-            raise UserError(f"{root / d}: missing folder")
-    if isinstance(meta.get("training"), list) and meta["training"]:
-        cases = _cases_msd(root, meta["training"], meta_path)
-    else:
-        cases = _cases_v2(root, meta.get("file_ending", ".nii.gz"), len(channel_names))
-    if len(cases) < 2:
-        raise UserError(f"{root}: needs at least 2 labelled training cases, found {len(cases)}")
-    name = str(meta.get("name") or root.name)
-    return RawDataset(root, name, class_names, channel_names, cases, raw)
-
-
-def _parse_labels(labels: dict, where: Path) -> list[str]:
-    pairs = {}
-    for k, v in labels.items():
-        if isinstance(v, (list, dict)):
-            raise UserError(f"{where}: region-based labels ({k!r}) are not supported")
-        if str(k).lstrip("-").isdigit() and not (isinstance(v, int) or str(v).lstrip("-").isdigit()):
-            val, nm = int(k), str(v)          # MSD: {"0": "background"}
-        elif isinstance(v, int) or str(v).isdigit():
-            val, nm = int(v), str(k)          # v2: {"background": 0}
-        else:
-            raise UserError(f"{where}: cannot read label entry {k!r}: {v!r}")
-        if nm.lower() == "ignore":
-            raise UserError(f"{where}: declares an 'ignore' label; give fully annotated raw data (the ignore label is added internally)")
-        if val in pairs:
-            raise UserError(f"{where}: label value {val} declared twice")
-        pairs[val] = nm
-    vals = sorted(pairs)
-    if vals != list(range(len(vals))) or len(vals) < 2:
-        raise UserError(f"{where}: labels must be consecutive 0..C with C >= 1 (got {vals})")
-    return [pairs[v] for v in vals]
-
-
-def _cases_msd(root: Path, training: list, where: Path) -> list[RawCase]:
-    out, seen = [], set()
-    for i, e in enumerate(training):
-        if not isinstance(e, dict) or "image" not in e:
-            raise UserError(f"{where}: training entry {i} needs \"image\" and \"label\"")
-        img = (root / str(e["image"])).resolve()
-        if "label" not in e:
-            raise UserError(f"{_rel(root, img)}: no label declared in dataset.json")
-        lab = (root / str(e["label"])).resolve()
-        name = _strip_ext(img.name)
-        if name in seen:
-            raise UserError(f"{where}: case {name} listed twice")
-        seen.add(name)
-        if not img.is_file():
-            raise UserError(f"{_rel(root.resolve(), img)}: image file missing")
-        if not lab.is_file():
-            raise UserError(f"{_rel(root.resolve(), lab)}: label file missing for image {_rel(root.resolve(), img)}")
-        out.append(RawCase(name, [img], lab))
-    return out
-
-
-def _strip_ext(name: str) -> str:
-    for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".nhdr"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return name
-
-
-def _cases_v2(root: Path, fe: str, n_ch: int) -> list[RawCase]:
-    imgs = sorted(p for p in (root / "imagesTr").iterdir() if p.name.endswith(f"_0000{fe}") and not p.name.startswith("."))
-    labs = {p.name[: -len(fe)]: p for p in (root / "labelsTr").iterdir()
-            if p.name.endswith(fe) and not p.name.startswith(".")}
-    out = []
-    for p in imgs:
-        case = p.name[: -len(f"_0000{fe}")]
-        files = [root / "imagesTr" / f"{case}_{c:04d}{fe}" for c in range(n_ch)]
-        for f in files:
-            if not f.is_file():
-                raise UserError(f"{_rel(root, f)}: channel file missing ({n_ch} channels declared)")
-        if case not in labs:
-            raise UserError(f"{_rel(root, p)}: no label file (expected labelsTr/{case}{fe})")
-        out.append(RawCase(case, files, labs.pop(case)))
-    for case, p in sorted(labs.items()):
-        raise UserError(f"{_rel(root, p)}: label without image (expected imagesTr/{case}_0000{fe})")
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# reading and checking one case
-# ---------------------------------------------------------------------------------------------
-
-def _nib_load(path: Path, root: Path):
-    import nibabel as nib
-    try:
-        return nib.load(str(path))
-    except Exception as e:  # nibabel raises many kinds for a bad file
-        raise UserError(f"{_rel(root, path)}: cannot read NIfTI ({e.__class__.__name__}: {str(e)[:80]})") from None
-
-
-@dataclass
-class CaseHeader:
-    shape: tuple
-    spacing: tuple
-    n_channels: int
-
-
-def check_header(ds: RawDataset, case: RawCase) -> CaseHeader:
-    """Shapes, affines and channel counts of one case (headers only)."""
-    root = ds.root.resolve()
-    lab = _nib_load(case.label, root)
-    if len(lab.shape) != 3 and not (len(lab.shape) == 4 and lab.shape[3] == 1):
-        raise UserError(f"{_rel(root, case.label)}: label must be a 3D volume, has shape {tuple(lab.shape)}")
-    lshape = tuple(int(v) for v in lab.shape[:3])
-    n_ch = 0
-    for f in case.images:
-        im = _nib_load(f, root)
-        if tuple(int(v) for v in im.shape[:3]) != lshape:
-            raise UserError(f"{_rel(root, case.label)}: shape {lshape} does not match image "
-                            f"{_rel(root, f)} {tuple(int(v) for v in im.shape[:3])}")
-        if not np.allclose(im.affine, lab.affine, rtol=1e-4, atol=1e-3):
-            raise UserError(f"{_rel(root, case.label)}: affine differs from image {_rel(root, f)} "
-                            f"(spacing {np.round(im.header.get_zooms()[:3], 4).tolist()} vs "
-                            f"{np.round(lab.header.get_zooms()[:3], 4).tolist()}, or origin/orientation)")
-        n_ch += int(im.shape[3]) if len(im.shape) == 4 else 1
-    if n_ch != len(ds.channel_names):
-        raise UserError(f"{_rel(root, case.images[0])}: has {n_ch} channel(s), dataset.json declares {len(ds.channel_names)}")
-    spacing = tuple(float(abs(v)) for v in lab.header.get_zooms()[:3])
-    if min(spacing) <= 0:
-        raise UserError(f"{_rel(root, case.label)}: non-positive voxel spacing {spacing}")
-    return CaseHeader(lshape, spacing, n_ch)
-
-
-def load_label(ds: RawDataset, case: RawCase) -> np.ndarray:
-    root = ds.root.resolve()
-    arr = np.asanyarray(_nib_load(case.label, root).dataobj)
-    arr = arr.reshape(arr.shape[:3])
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise UserError(f"{_rel(root, case.label)}: label values must be integers")
-    vals = np.unique(arr)
-    bad = [int(v) for v in vals if v < 0 or v > ds.n_classes]
-    if bad:
-        raise UserError(f"{_rel(root, case.label)}: label values {bad[:5]} are not classes of dataset.json (0..{ds.n_classes})")
-    return arr.astype(np.uint8 if ds.n_classes < 255 else np.int16)
-
-
-def load_image(ds: RawDataset, case: RawCase) -> np.ndarray:
-    """``[channels, X, Y, Z]`` float32."""
-    root = ds.root.resolve()
-    chans = []
-    for f in case.images:
-        arr = np.asanyarray(_nib_load(f, root).dataobj).astype(np.float32)
-        if arr.ndim == 4:
-            chans.extend(np.moveaxis(arr, 3, 0))
-        else:
-            chans.append(arr)
-    out = np.stack(chans, 0)
-    if not np.all(np.isfinite(out)):
-        raise UserError(f"{_rel(root, case.images[0])}: image contains NaN/inf")
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,7 +117,7 @@ class Prepared:
                 "n_train": int(len(self.train)), "n_test": int(len(self.test))}
 
 
-def _dataset_hash(ds: RawDataset, split_seed: int, version: int | None = CACHE_VERSION) -> str:
+def _dataset_hash(ds: Layout, split_seed: int, version: int | None = CACHE_VERSION) -> str:
     """Hash of dataset.json, every file's name/size/mtime and the split seed (and the cache format
     version when given — the run configs use the hash without it)."""
     h = hashlib.sha256()
@@ -350,7 +133,7 @@ def _dataset_hash(ds: RawDataset, split_seed: int, version: int | None = CACHE_V
 def prepare(root, cache_root, split_seed: int = SPLIT_SEED,
             progress: Callable[[str, int, int], None] | None = None) -> Prepared:
     """Validate, split, resample and cache an MSD / nnU-Net raw dataset (see module docstring)."""
-    ds = read_dataset(root)
+    ds = read_layout(root)
     cache_root = Path(cache_root)
     key = _dataset_hash(ds, split_seed)
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in ds.name)[:40]
@@ -367,9 +150,7 @@ def prepare(root, cache_root, split_seed: int = SPLIT_SEED,
     train, test = split_cases(len(ds.cases), seed=split_seed)
     spacing = tuple(float(v) for v in np.median([headers[i].spacing for i in train], 0))
 
-    cache_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=cache_root, prefix=f".{safe}-tmp-"))
-    try:
+    with atomic_dir(final) as tmp:
         shapes, bboxes, ct_samples = [], {}, {c: [] for c, n in enumerate(ds.channel_names) if n.upper() == "CT"}
         train_set = set(train.tolist())
         rng = np.random.default_rng(0)
@@ -413,24 +194,17 @@ def prepare(root, cache_root, split_seed: int = SPLIT_SEED,
             del img
         manifest = {"version": CACHE_VERSION, "name": ds.name, "root": str(ds.root.resolve()),
                     "class_names": ds.class_names, "channel_names": ds.channel_names,
-                    "cases": [c.name for c in ds.cases], "label_files": [_rel(ds.root.resolve(), c.label) for c in ds.cases],
+                    "cases": [c.name for c in ds.cases], "label_files": [rel(ds.root.resolve(), c.label) for c in ds.cases],
                     "train": train.tolist(), "test": test.tolist(), "split_seed": split_seed,
                     "spacing": list(spacing), "original_spacings": [list(h.spacing) for h in headers],
                     "shapes": [list(s) for s in shapes], "norm": norm,
                     "lcc_bbox": {str(k): v for k, v in bboxes.items()},
                     "data_key": _dataset_hash(ds, split_seed, version=None)}
         atomic_write_json(tmp / "manifest.json", manifest)
-        if final.exists():  # a concurrent preparation won the race
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return _load_manifest(final, ds)
 
 
-def _load_manifest(folder: Path, ds: RawDataset) -> Prepared:
+def _load_manifest(folder: Path, ds: Layout) -> Prepared:
     try:
         m = json.loads((folder / "manifest.json").read_text())
         return Prepared(name=m["name"], root=Path(m["root"]), cache_dir=folder, class_names=m["class_names"],

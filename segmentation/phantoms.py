@@ -10,22 +10,20 @@ Each volume (default 48³, 1 mm isotropic) holds, inside a textured 'body' (back
 Image formation: piecewise-constant intensities → Gaussian blur (partial volume) → multiplicative
 smooth bias field → additive Gaussian noise.  Every random draw comes from
 ``numpy.random.default_rng([seed, case])``, so a case does not depend on how many are generated.
-The output is a real MSD folder (``dataset.json``, ``imagesTr/``, ``labelsTr/`` with NIfTI files)
-and is read back through the same loader as any downloaded dataset.
+The output is a real nnU-Net raw / MSD folder (``dataset.json``, ``imagesTr/``, ``labelsTr/`` with
+NIfTI files), written and read back by ``segmentation.msd`` like any downloaded dataset.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from core.errors import UserError
-from core.store import atomic_write_json
+
+from .msd import NewCase, write_layout
 
 CLASS_NAMES = ["background", "organ", "vessel", "lesion"]
 GENERATOR_VERSION = 1
@@ -107,61 +105,36 @@ def make_case(seed: int, case: int, size: int = 48) -> tuple[np.ndarray, np.ndar
     return img.astype(np.float32), lab
 
 
-def dataset_json(n: int, size: int, seed: int) -> dict:
-    return {
-        "name": "Phantoms",
-        "description": f"synthetic multi-class 3D phantoms (realistic-al generator v{GENERATOR_VERSION}, "
-                       f"seed {seed}, {n} cases of {size}^3)",
-        "reference": "realistic-al segmentation.phantoms", "licence": "CC0", "release": "1.0",
-        "tensorImageSize": "3D",
-        "modality": {"0": "MRI"},
-        "channel_names": {"0": "MRI"},
-        "labels": {str(i): nm for i, nm in enumerate(CLASS_NAMES)},
-        "numTraining": n, "numTest": 0, "file_ending": ".nii.gz",
-        "training": [{"image": f"./imagesTr/phantom_{i:03d}.nii.gz", "label": f"./labelsTr/phantom_{i:03d}.nii.gz"}
-                     for i in range(n)],
-        "test": [],
-        "generator": {"version": GENERATOR_VERSION, "n": n, "size": size, "seed": seed},
-    }
-
-
 def write_phantoms(out, n: int = 24, size: int = 48, seed: int = 0, spacing=(1.0, 1.0, 1.0),
                    progress=None) -> Path:
-    """Write ``n`` phantoms to ``out`` in MSD layout.  An existing folder written with the same
-    parameters is reused; anything else there is refused.  Written into a temporary folder and
-    renamed into place, so a crash never leaves a half-written dataset."""
-    import nibabel as nib
-
+    """Write ``n`` phantoms to ``out`` in the nnU-Net raw / MSD layout (``segmentation.msd`` writer).
+    An existing folder written with the same parameters is reused; anything else there is refused.
+    Written into a temporary folder and renamed into place, so a crash never leaves a half-written
+    dataset."""
     out = Path(out)
     if n < 4 or size < 16:
         raise UserError("phantoms need n >= 4 cases and size >= 16 voxels")
-    meta = dataset_json(n, size, seed)
+    generator = {"version": GENERATOR_VERSION, "n": n, "size": size, "seed": seed}
     if out.exists():
         try:
             old = json.loads((out / "dataset.json").read_text())
         except (OSError, json.JSONDecodeError):
             old = None
-        if old and old.get("generator") == meta["generator"]:
+        if old and old.get("generator") == generator:
             return out
         if out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         else:
             raise UserError(f"{out} holds something else (not phantoms with these parameters); use another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        (tmp / "imagesTr").mkdir()
-        (tmp / "labelsTr").mkdir()
-        affine = np.diag([*map(float, spacing), 1.0])
+
+    def cases():
         for i in range(n):
             img, lab = make_case(seed, i, size)
-            nib.save(nib.Nifti1Image(img, affine), str(tmp / "imagesTr" / f"phantom_{i:03d}.nii.gz"))
-            nib.save(nib.Nifti1Image(lab, affine), str(tmp / "labelsTr" / f"phantom_{i:03d}.nii.gz"))
-            if progress:
-                progress(i + 1, n)
-        atomic_write_json(tmp / "dataset.json", meta)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+            yield NewCase(f"phantom_{i:03d}", [img], [lab])
+    meta = {"description": f"synthetic multi-class 3D phantoms (realistic-al generator v{GENERATOR_VERSION}, "
+                           f"seed {seed}, {n} cases of {size}^3)",
+            "reference": "realistic-al segmentation.phantoms", "licence": "CC0", "release": "1.0",
+            "tensorImageSize": "3D", "generator": generator}
+    return write_layout(out, cases(), name="Phantoms", class_names=CLASS_NAMES, channel_names=["MRI"],
+                        spacing=tuple(map(float, spacing)), meta=meta,
+                        progress=(lambda i: progress(i, n)) if progress else None)

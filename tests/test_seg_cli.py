@@ -99,8 +99,8 @@ def test_query_patch_larger_than_image_names_the_file(tmp_path):
 
 def test_make_phantoms_cli(tmp_path):
     from experiments.make_phantoms import main as mk
-    from segmentation.data import read_dataset
+    from segmentation.msd import read_layout
     assert mk(["--out", str(tmp_path / "ph"), "--n", "5", "--size", "16", "--quiet"]) == 0
-    assert len(read_dataset(tmp_path / "ph").cases) == 5
+    assert len(read_layout(tmp_path / "ph").cases) == 5
     with pytest.raises(UserError, match="something else"):
         mk(["--out", str(tmp_path / "ph"), "--n", "6", "--size", "16", "--quiet"])

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from core.errors import UserError
-from segmentation.data import largest_component_bbox, prepare, read_dataset, split_cases
+from segmentation.data import largest_component_bbox, prepare, split_cases
+from segmentation.msd import read_layout
 from segmentation.phantoms import make_case, write_phantoms
 from segmentation.plans import d5_patch_size, match_setting, query_setting
 
@@ -51,7 +52,7 @@ def write_msd(root, n=8, shape=(12, 12, 8), spacings=None, channels=2, bad=None)
 def test_msd_loader_multichannel_resampling_and_cache(tmp_path):
     sp = [(1.0, 1.0, 2.0)] * 6 + [(2.0, 2.0, 4.0)] * 2    # two coarser cases get resampled
     root = write_msd(tmp_path / "raw", spacings=sp)
-    ds = read_dataset(root)
+    ds = read_layout(root)
     assert ds.class_names == ["background", "big", "small"] and ds.channel_names == ["MR0", "MR1"]
     p = prepare(root, tmp_path / "cache")
     assert len(p.train) == 6 and len(p.test) == 2 and p.n_channels == 2
@@ -112,14 +113,14 @@ def test_bad_dataset_json(tmp_path):
     meta["labels"] = {"0": "background", "2": "gap"}
     (root / "dataset.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match="consecutive"):
-        read_dataset(root)
+        read_layout(root)
     meta["labels"] = {"0": "background", "1": "a"}
     meta["modality"] = {"0": "a", "1": "b"}     # 2 channels declared, files have 1
     (root / "dataset.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match="has 1 channel"):
         prepare(root, tmp_path / "cache")
     with pytest.raises(UserError, match="dataset.json: missing"):
-        read_dataset(tmp_path)
+        read_layout(tmp_path)
 
 
 def test_split_is_75_25_and_fixed_by_seed():
@@ -136,7 +137,7 @@ def test_phantoms_are_seeded_and_written_in_msd_layout(tmp_path):
     assert not np.array_equal(make_case(1, 3, 24)[1], a_lab)
     assert set(np.unique(a_lab)) <= {0, 1, 2, 3} and (a_lab == 1).mean() > 0.03
     root = write_phantoms(tmp_path / "ph", n=6, size=24, seed=0)
-    ds = read_dataset(root)
+    ds = read_layout(root)
     assert len(ds.cases) == 6 and ds.class_names == ["background", "organ", "vessel", "lesion"]
     assert np.array_equal(np.asarray(nib.load(str(ds.cases[3].label)).dataobj), a_lab)
     write_phantoms(tmp_path / "ph", n=6, size=24, seed=0)         # same parameters: reused

@@ -20,7 +20,6 @@ equal probability) is added after the labels are made; images are z-scored per c
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from core.errors import UserError
+from segmentation import msd
 
 SPLITS = ("train", "val", "test_iid", "test_ood", "pool")
 RATER_PERC = np.array([0.10, 0.55, 1.00])  # rater volumes relative to ``image >= 0.1``
@@ -234,70 +234,6 @@ class MSDConfig:
         return asdict(self)
 
 
-def _nib():
-    try:
-        import nibabel as nib
-    except ImportError:  # pragma: no cover
-        raise UserError("reading NIfTI needs nibabel (pip install nibabel)") from None
-    return nib
-
-
-def _read(path: Path) -> np.ndarray:
-    try:
-        return np.asarray(_nib().load(str(path)).dataobj)
-    except Exception as e:  # nibabel raises many kinds
-        raise UserError(f"cannot read {path}: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-
-
-def _resolve(root: Path, p: str) -> Path:
-    q = (root / p).resolve() if not Path(p).is_absolute() else Path(p)
-    if not q.exists():
-        raise UserError(f"dataset.json lists {p}, which does not exist under {root}")
-    return q
-
-
-def _cases(root: Path, meta: dict) -> list[dict]:
-    """[{id, images: [paths], labels: [paths], ood}] from MSD ``training`` entries or nnU-Net v2 files."""
-    ood_ids = set(meta.get("values", {}).get("ood", [])) | set(meta.get("ood_cases", []))
-    out = []
-    if isinstance(meta.get("training"), list) and meta["training"]:
-        ending = meta.get("file_ending", ".nii.gz")
-        for i, e in enumerate(meta["training"]):
-            if not isinstance(e, dict) or "image" not in e or "label" not in e:
-                raise UserError(f"dataset.json training entry {i} needs 'image' and 'label'")
-            imgs = e["image"] if isinstance(e["image"], list) else [e["image"]]
-            labs = e["label"] if isinstance(e["label"], list) else [e["label"]]
-            cid = e.get("id") or Path(labs[0]).name.removesuffix(ending).removesuffix(".nii.gz").removesuffix(".nii")
-            img_paths = []
-            for p in imgs:
-                q = root / p
-                if not q.exists():  # nnU-Net v2 style entry without the channel suffix
-                    alt = sorted((root / "imagesTr").glob(Path(p).name.removesuffix(ending) + "_[0-9][0-9][0-9][0-9]" + ending))
-                    if alt:
-                        img_paths += alt
-                        continue
-                img_paths.append(_resolve(root, p))
-            out.append({"id": cid, "images": img_paths, "labels": [_resolve(root, p) for p in labs],
-                        "ood": bool(e.get("ood", False)) or cid in ood_ids})
-        return out
-    ending = meta.get("file_ending")
-    if not ending:
-        raise UserError(f"{root}/dataset.json has neither a 'training' list (MSD) nor 'file_ending' (nnU-Net v2)")
-    img_dir, lab_dir = root / "imagesTr", root / "labelsTr"
-    if not img_dir.is_dir() or not lab_dir.is_dir():
-        raise UserError(f"{root} lacks imagesTr/ or labelsTr/")
-    ids = sorted({p.name[: -len(ending)][:-5] for p in img_dir.glob("*" + ending)
-                  if p.name[: -len(ending)][-5:-4] == "_" and p.name[: -len(ending)][-4:].isdigit()})
-    for cid in ids:
-        imgs = sorted(img_dir.glob(f"{cid}_[0-9][0-9][0-9][0-9]{ending}"))
-        single = lab_dir / f"{cid}{ending}"
-        labs = [single] if single.exists() else sorted(lab_dir.glob(f"{cid}_[0-9][0-9]{ending}"))
-        if not labs:
-            raise UserError(f"no label for case {cid} in {lab_dir} (expected {cid}{ending} or {cid}_NN{ending})")
-        out.append({"id": cid, "images": imgs, "labels": labs, "ood": cid in ood_ids})
-    return out
-
-
 def _to_tensor_shape(arr: np.ndarray, channels_last: bool) -> np.ndarray:
     """→ [Cin, *S] with S 2D or 3D (singleton spatial axes dropped)."""
     a = np.asarray(arr)
@@ -330,22 +266,18 @@ def load_msd(path, cfg: MSDConfig = MSDConfig(), log=print) -> SegData:
     root = Path(path)
     if not root.exists():
         raise UserError(f"dataset path {root} does not exist (use toy2d, toy3d or an MSD/nnU-Net folder)")
-    if not (root / "dataset.json").exists():
-        raise UserError(f"{root} has no dataset.json (expected an MSD / nnU-Net raw layout)")
-    try:
-        meta = json.loads((root / "dataset.json").read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{root}/dataset.json is not valid JSON ({e.msg})") from None
-    cases = _cases(root, meta)
+    layout = msd.read_layout(root, need_labels=False, min_cases=0)
+    cases = layout.cases
     if len(cases) < 8:
         raise UserError(f"{root} has {len(cases)} cases; the testbed needs at least 8")
     imgs, labs, dims = [], [], set()
     for c in cases:
-        chans = [_to_tensor_shape(_read(p), channels_last=True) for p in c["images"]]
+        chans = [_to_tensor_shape(msd.read_volume(p, root), channels_last=True) for p in c.images]
         im = np.concatenate(chans, 0).astype(np.float32)
-        ls = [(_to_tensor_shape(_read(p), channels_last=False)[0] > 0).astype(np.float32) for p in c["labels"]]
+        ls = [(_to_tensor_shape(msd.read_volume(p, root), channels_last=False)[0] > 0).astype(np.float32)
+              for p in c.labels]
         if any(l.shape != im.shape[1:] for l in ls):
-            raise UserError(f"case {c['id']}: label shape {ls[0].shape} differs from image shape {im.shape[1:]}")
+            raise UserError(f"case {c.name}: label shape {ls[0].shape} differs from image shape {im.shape[1:]}")
         dims.add(im.ndim - 1)
         imgs.append(_resize(im, cfg.size, "linear"))
         labs.append((_resize(np.stack(ls), cfg.size, "nearest") > 0.5).astype(np.uint8))
@@ -361,9 +293,9 @@ def load_msd(path, cfg: MSDConfig = MSDConfig(), log=print) -> SegData:
     mu, sd = flat.mean(-1, keepdims=True), flat.std(-1, keepdims=True)
     images = ((flat - mu) / np.where(sd > 0, sd, 1)).reshape(images.shape).astype(np.float32)
     raters = np.stack([l[:r] for l in labs])
-    ood = np.array([c["ood"] for c in cases])
+    ood = np.array([c.ood for c in cases])
     amb = (raters.max(1) != raters.min(1)).reshape(len(cases), -1).any(1)
-    allc = Split(images, raters, ood, amb, np.where(ood, "ood", "none").astype("<U6"), [c["id"] for c in cases])
+    allc = Split(images, raters, ood, amb, np.where(ood, "ood", "none").astype("<U6"), [c.name for c in cases])
     rng = np.random.default_rng(cfg.seed)
     iid = rng.permutation(np.flatnonzero(~ood))
     oo = rng.permutation(np.flatnonzero(ood))
@@ -383,28 +315,13 @@ def load_msd(path, cfg: MSDConfig = MSDConfig(), log=print) -> SegData:
 
 
 def write_msd(data: SegData, path, splits: Sequence[str] = SPLITS) -> Path:
-    """Export a dataset in the nnU-Net v2 raw layout with one label file per rater
-    (``labelsTr/<case>_NN.nii.gz``) and the shifted cases under ``values.ood``.  Used to hand the
-    toy data to other tools and to test the real-data path."""
-    nib = _nib()
-    root = Path(path)
-    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
-    ood, n = [], 0
-    for sp in splits:
-        s = data.splits[sp]
-        for i in range(len(s)):
-            cid = f"{sp}_{s.ids[i]}"
-            for ch in range(s.images.shape[1]):
-                nib.save(nib.Nifti1Image(s.images[i, ch], np.eye(4)), str(root / "imagesTr" / f"{cid}_{ch:04d}.nii.gz"))
-            for r in range(s.raters.shape[1]):
-                nib.save(nib.Nifti1Image(s.raters[i, r], np.eye(4)), str(root / "labelsTr" / f"{cid}_{r:02d}.nii.gz"))
-            if s.ood[i]:
-                ood.append(cid)
-            n += 1
-    from core.store import atomic_write_json
-    atomic_write_json(root / "dataset.json", {
-        "name": data.name, "channel_names": {str(c): "image" for c in range(data.in_channels)},
-        "labels": {"background": 0, "foreground": 1}, "numTraining": n, "file_ending": ".nii.gz",
-        "values": {"ood": ood}})
-    return root
+    """Export a dataset in the nnU-Net v2 raw layout (``segmentation.msd`` writer) with one label
+    file per rater (``labelsTr/<case>_NN.nii.gz``) and the shifted cases under ``values.ood``.  Used
+    to hand the toy data to other tools and to test the real-data path."""
+    def cases():
+        for sp in splits:
+            s = data.splits[sp]
+            for i in range(len(s)):
+                yield msd.NewCase(f"{sp}_{s.ids[i]}", list(s.images[i]), list(s.raters[i]), bool(s.ood[i]))
+    return msd.write_layout(path, cases(), name=data.name, class_names=["background", "foreground"],
+                            channel_names=["image"] * data.in_channels)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -30,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from core.store import atomic_write
 
 MODELS = ("softmax", "ttd", "ensemble", "tta", "ssn")
 
@@ -220,11 +221,7 @@ def train_net(kind: str, images: np.ndarray, raters: np.ndarray, dim: int, n_cla
 
 
 def save_net(net: SegNet, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(net.state_dict(), tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(net.state_dict(), f), binary=True)
 
 
 def load_net(kind: str, path: Path, dim: int, in_ch: int, n_classes: int, cfg: TrainConfig, device: str) -> SegNet:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from core import metrics as cm
+from core.report import pyplot, save_figure
 
 from .measures import UTYPE
 
@@ -183,19 +184,6 @@ def summary_markdown(df: pd.DataFrame, runner, wall_s: float) -> tuple[str, list
 
 
 # ------------------------------------------------------------------------------------ plots
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)
-
-
 def _slice(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a)
     while a.ndim > 2:
@@ -204,7 +192,7 @@ def _slice(a: np.ndarray) -> np.ndarray:
 
 
 def plots(runner, arrays: dict) -> list[Path]:
-    plt = _plt()
+    plt = pyplot()
     paths = []
     seed = runner.spec.seeds[0]
     models = [m for m in runner.spec.models if (seed, m) in arrays]
@@ -237,8 +225,7 @@ def plots(runner, arrays: dict) -> list[Path]:
         fig.suptitle(f"uncertainty maps, {'ambiguous i.i.d.' if tag == 'iid' else 'shifted (' + str(s.shift[idx]) + ')'} "
                      f"test case {s.ids[idx]}, seed {seed}", fontsize=9)
         p = runner.dir / f"maps_{tag}.png"
-        _save(fig, p)
-        plt.close(fig)
+        save_figure(fig, p, dpi=110)
         paths.append(p)
     agg = next((a for a in ("patch", "threshold", "image") if a in runner.spec.aggregations), None)
     if agg and models:
@@ -258,7 +245,6 @@ def plots(runner, arrays: dict) -> list[Path]:
             ax.set_title(f"{sp.replace('_', ' ')}, {agg} aggregation, seed {seed}", fontsize=9)
             ax.legend(fontsize=7)
         p = runner.dir / "risk_coverage.png"
-        _save(fig, p)
-        plt.close(fig)
+        save_figure(fig, p, dpi=110)
         paths.append(p)
     return paths

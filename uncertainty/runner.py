@@ -25,10 +25,8 @@ once).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import multiprocessing as mp
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -38,7 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.store import RunStore, atomic_write_json, atomic_write_text
+from core.store import RunStore, atomic_write, atomic_write_json, atomic_write_text
 
 from . import report
 from .aggregation import AGGREGATIONS
@@ -123,11 +121,7 @@ def _net_seed(seed: int, kind: str, k: int) -> int:
 
 
 def _save_npz(path: Path, arrays: dict) -> None:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays), binary=True)
 
 
 def _rows_csv(rows: list[dict]) -> str:

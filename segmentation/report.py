@@ -9,21 +9,16 @@ from typing import Sequence
 
 import numpy as np
 
+from core.report import pyplot, save_figure
+
 from .patches import PatchPool
-
-
-def _mpl():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def plot_queries(data, pool: PatchPool, per_method: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path,
                  class_names: Sequence[str], max_panels: int = 6, title: str = "") -> None:
     """``per_method``: (label, ids queried in the first AL query, ids of the starting budget).
     Panels: the patches of the first query from the images that received most of them."""
-    plt = _mpl()
+    plt = pyplot()
     from matplotlib import colors, patches as mpatches
 
     rows = max(len(per_method), 1)
@@ -73,8 +68,4 @@ def plot_queries(data, pool: PatchPool, per_method: Sequence[tuple[str, np.ndarr
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
     fig.suptitle(title or "queried patches after the first AL loop (centre slices)", fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, tight=False)
