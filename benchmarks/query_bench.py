@@ -90,7 +90,7 @@ def run_badge(args) -> dict:
 def run_bald(args) -> tuple[float, float]:
     import torch
     from classification.model import ResNet18
-    from classification.transforms import normalise
+    from classification.augment import normalise
     from core.uncertainty import mutual_information
     torch.manual_seed(0)
     net = ResNet18(10, width=args.width, dropout=0.5).to(args.device).eval()

@@ -8,11 +8,12 @@ split per seed into
   subset of it),
 * ``test``  — the official test split, identical for every seed.
 
-Datasets: CIFAR-10, CIFAR-100, CIFAR-10-LT (ρ = 50, Table A.1 counts, balanced validation taken
-before the long tail), Fashion-MNIST and Fashion-MNIST-LT (same ρ = 50 rule; 28×28 padded to 32×32,
-grey replicated to 3 channels).  CIFAR comes from torchvision's python-pickle layout under
-``--data-dir`` (``--download`` fetches it, never silently); Fashion-MNIST from the Debian
-``dataset-fashion-mnist`` package or a torchvision-layout folder.
+Raw sources of the built-in datasets (their facts are in ``classification.datasets``): CIFAR-10,
+CIFAR-100 (torchvision's python-pickle layout under ``--data-dir``; ``--download`` fetches it, never
+silently) and Fashion-MNIST (the Debian ``dataset-fashion-mnist`` package or a torchvision-layout
+folder; 28×28 padded to 32×32, grey replicated to 3 channels); long-tailed variants (ρ = 50, Table
+A.1 counts, balanced validation taken before the long tail) are split here.  Also the label
+strategy of the starting budget / validation subset and stratified subsampling (§4.5).
 """
 from __future__ import annotations
 
@@ -26,13 +27,6 @@ import torch
 from core.errors import UserError
 
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
-
-# name → (n_classes, normalisation mean, std, long-tailed?)
-_CIFAR10_NORM = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
-_CIFAR100_NORM = ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
-_FMNIST_NORM = ((0.2860,) * 3, (0.3530,) * 3)
-
-DATASETS = ("fashion_mnist", "fashion_mnist_lt", "cifar10", "cifar10_lt", "cifar100")
 LT_RHO = 50.0
 
 
@@ -93,8 +87,9 @@ def _find_fmnist(data_dir: Path | None) -> Path:
                     f"(apt-get install dataset-fashion-mnist) or put the four *-ubyte(.gz) files in --data-dir")
 
 
-def load_fashion_mnist(data_dir: Path | None) -> tuple[ImageData, ImageData]:
-    root = _find_fmnist(data_dir)
+def load_fashion_mnist(data_dir: Path | None, download: bool = False) -> tuple[ImageData, ImageData]:
+    """(train, test) of Fashion-MNIST (never downloaded)."""
+    root = _find_fmnist(Path(data_dir) if data_dir else None)
 
     def get(stem):
         p = root / stem
@@ -130,6 +125,14 @@ def load_cifar(data_dir: Path | None, n_classes: int, download: bool) -> tuple[I
     return conv(tr), conv(te)
 
 
+def load_cifar10(data_dir, download: bool = False) -> tuple[ImageData, ImageData]:
+    return load_cifar(data_dir, 10, download)
+
+
+def load_cifar100(data_dir, download: bool = False) -> tuple[ImageData, ImageData]:
+    return load_cifar(data_dir, 100, download)
+
+
 # ----------------------------------------------------------------------------- splits
 
 def lt_counts(max_count: int, n_classes: int, rho: float = LT_RHO) -> np.ndarray:
@@ -160,23 +163,15 @@ def split_ids(targets: np.ndarray, n_classes: int, seed: int, long_tail: bool,
     return np.sort(train), np.sort(val)
 
 
-def load_splits(name: str, seed: int, data_dir: str | None = None, download: bool = False) -> Splits:
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
-    lt = name.endswith("_lt")
-    if name.startswith("fashion_mnist"):
-        full, test = load_fashion_mnist(Path(data_dir) if data_dir else None)
-        n_classes, (mean, std) = 10, _FMNIST_NORM
-    elif name.startswith("cifar100"):
-        full, test = load_cifar(data_dir, 100, download)
-        n_classes, (mean, std) = 100, _CIFAR100_NORM
-    else:
-        full, test = load_cifar(data_dir, 10, download)
-        n_classes, (mean, std) = 10, _CIFAR10_NORM
-    tr, va = split_ids(full.targets, n_classes, seed, lt)
+def load_splits(info, seed: int, data_dir: str | None = None, download: bool = False) -> Splits:
+    """The seed's splits of a built-in dataset (``info``: its ``datasets.DatasetInfo``)."""
+    full, test = info.source(data_dir, download)
+    n_classes, (mean, std) = info.n_classes, info.norm
+    tr, va = split_ids(full.targets, n_classes, seed, info.long_tail)
     train, val = full.subset(tr), full.subset(va)
-    return Splits(name, n_classes, mean, std, train, val, test, imbalanced=lt,
-                  info={"train_counts": np.bincount(train.targets, minlength=n_classes).tolist()})
+    return Splits(info.name, n_classes, mean, std, train, val, test, imbalanced=info.long_tail, metric=info.metric,
+                  info={"train_counts": np.bincount(train.targets, minlength=n_classes).tolist(),
+                        "transforms": info.transforms})
 
 
 # ----------------------------------------------------------------------------- label strategy

@@ -1,8 +1,11 @@
 """One classification AL experiment (dataset × regime × paradigm × method × seed) on the shared core.
 
-``prepare(...)`` loads the seed's splits and draws the pool subset, the starting budget and the
-validation subset (label strategy of spec §4.5); ``run_one(...)`` wires the domain's train /
+``prepare(setting, seed)`` loads the seed's splits and draws the pool subset, the starting budget and
+the validation subset (label strategy of spec §4.5); ``run_one(...)`` wires the domain's train /
 evaluate / evidence callables into ``core.loop.ActiveLearningLoop`` with a ``core.store.RunStore``.
+
+    prep = prepare(Setting("fashion_mnist", "low", "supervised", PRESETS["smoke"]), seed=0)
+    records = run_one(prep, "badge", prep.setting.preset.train, Path("runs/x"))
 """
 from __future__ import annotations
 
@@ -22,18 +25,34 @@ from core.query import Evidence
 from core.store import RunStore
 
 from . import data as D
+from . import datasets, paradigms
 from . import query as _registers  # noqa: F401  (registers the classification query methods)
-from . import rollout
+from .augment import augmenter
 from .presets import ROLLOUT_IMAGE_SIZE, Preset
 from .regimes import Regime, regime as get_regime
-from .training import TrainConfig, embed
+from .training import FitTask, TrainConfig, embed
 
-PARADIGMS = ("supervised", "selfsl", "fixmatch")
+PARADIGMS = paradigms.NAMES
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One classification setting: dataset × Label Regime × paradigm under a preset, and where the
+    data lives (roll-out data: image size and decode cache)."""
+    dataset: str
+    regime: str
+    paradigm: str
+    preset: Preset
+    data_dir: str | None = None
+    download: bool = False
+    image_size: int | None = None
+    cache_dir: str | None = None
 
 
 @dataclass
 class Prepared:
-    """Everything that is fixed for one (dataset, regime, seed) and shared by all methods."""
+    """Everything that is fixed for one (setting, seed) and shared by all methods."""
+    setting: Setting
     splits: D.Splits
     pool_data: D.ImageData        # train+pool candidates (preset subset)
     pool_source_ids: np.ndarray   # their ids in the official train split
@@ -45,21 +64,19 @@ class Prepared:
 
 
 @functools.lru_cache(maxsize=4)
-def _splits(dataset: str, seed: int, data_dir: str | None, download: bool, image_size: int,
-            max_train: int | None, max_test: int | None, cache_dir: str | None) -> D.Splits:
-    if rollout.is_rollout(dataset):
-        return rollout.load_rollout(dataset, seed, data_dir, size=image_size, max_train=max_train,
-                                    max_val=None if max_train is None else 2000, max_test=max_test, cache_dir=cache_dir)
-    return D.load_splits(dataset, seed, data_dir, download)
+def _splits(dataset: str, request: datasets.LoadRequest) -> D.Splits:
+    return datasets.load(dataset, request)
 
 
-def prepare(dataset: str, regime_name: str, paradigm: str, preset: Preset, seed: int, data_dir: str | None = None,
-            download: bool = False, image_size: int | None = None, cache_dir: str | None = None) -> Prepared:
+def prepare(setting: Setting, seed: int) -> Prepared:
     """Splits, pool subset, starting budget and validation subset of one seed; the regime follows
     Table A.4 (roll-out data: the same rule from the class count), capped by the preset's rounds."""
-    s = _splits(dataset, seed, data_dir, download, image_size or ROLLOUT_IMAGE_SIZE[preset.name],
-                preset.pool_size, preset.test_size, cache_dir)
-    regime = get_regime(dataset, regime_name, paradigm, s.n_classes, len(s.val))
+    preset, info = setting.preset, datasets.get(setting.dataset)
+    s = _splits(setting.dataset, datasets.LoadRequest(
+        seed, setting.data_dir, setting.download, setting.image_size or ROLLOUT_IMAGE_SIZE[preset.name],
+        max_train=preset.pool_size, max_val=None if preset.pool_size is None else 2000, max_test=preset.test_size,
+        cache_dir=setting.cache_dir))
+    regime = get_regime(setting.dataset, setting.regime, setting.paradigm, s.n_classes, len(s.val))
     if preset.max_rounds is not None and regime.rounds > preset.max_rounds:
         regime = replace(regime, rounds=preset.max_rounds)
     rng = np.random.default_rng([seed, 0xC1])
@@ -67,7 +84,7 @@ def prepare(dataset: str, regime_name: str, paradigm: str, preset: Preset, seed:
     pool = s.train.subset(pool_ids)
     test_ids = D.subsample(s.test.targets, preset.test_size, np.random.default_rng(0xE5), s.n_classes)
     val_size = min(regime.val_size, len(s.val))
-    if rollout.is_rollout(dataset):  # §4.5: 25 per class first, the rest at random from the split
+    if info.rollout:  # §4.5: 25 per class first, the rest at random from the split
         val_ids = D.label_strategy(s.val.targets, val_size, s.n_classes, np.random.default_rng([seed, 0xA2]),
                                    balanced=False, first_per_class=25)
     else:
@@ -79,7 +96,7 @@ def prepare(dataset: str, regime_name: str, paradigm: str, preset: Preset, seed:
     if need > len(pool):
         raise UserError(f"regime {regime.name} needs {need} pool samples (start {regime.start} + "
                         f"{len(regime.query_sizes)} queries of {regime.query}) but the pool holds {len(pool)}")
-    return Prepared(s, pool, pool_ids, s.val.subset(val_ids), s.test.subset(test_ids), start, regime, seed)
+    return Prepared(setting, s, pool, pool_ids, s.val.subset(val_ids), s.test.subset(test_ids), start, regime, seed)
 
 
 def train_seed(seed: int, cycle: int) -> int:
@@ -88,18 +105,18 @@ def train_seed(seed: int, cycle: int) -> int:
     return int(seed) * 1009 + int(cycle)
 
 
-def fit_fn_for(prep: Prepared, paradigm: str, labelled_ids, seed: int, device: str, pretrained: dict | None = None):
-    """``fit_fn(cfg, callbacks) -> (net, info)`` training the paradigm's model on ``labelled_ids`` (pool
+def fit_fn_for(prep: Prepared, labelled_ids, seed: int, device: str, pretrained: dict | None = None):
+    """``fit_fn(cfg, callbacks) -> (net, info)`` training the setting's paradigm on ``labelled_ids`` (pool
     positions) with the dataset's transforms; FixMatch gets the rest of the pool as unlabelled data.
-    The one place that maps a paradigm to its trainer, for AL cycles and tuning trials alike."""
-    from .tuning import make_fit_fn
-    s = prep.splits
+    For AL cycles and tuning trials alike."""
+    s, paradigm = prep.splits, paradigms.get(prep.setting.paradigm)
     unlabelled = None
-    if paradigm == "fixmatch":
+    if paradigm.needs_unlabelled:
         unlabelled = prep.pool_data.subset(np.setdiff1d(np.arange(len(prep.pool_data)), labelled_ids))
-    return make_fit_fn(paradigm, prep.pool_data.subset(labelled_ids), prep.val_data, s.n_classes, s.mean, s.std,
-                       s.metric, s.imbalanced, seed, device, unlabelled=unlabelled, pretrained_state=pretrained,
-                       augment=rollout.augmenter_for(s))
+    task = FitTask(prep.pool_data.subset(labelled_ids), prep.val_data, s.n_classes, s.mean, s.std, s.metric,
+                   s.imbalanced, seed, device, augment=augmenter(s.info.get("transforms")), unlabelled=unlabelled,
+                   pretrained=pretrained)
+    return paradigms.fit_fn(paradigm.name, task)
 
 
 def classification_metrics(y_true, probs: torch.Tensor, n_classes: int) -> dict:
@@ -113,16 +130,14 @@ class ClassificationRun:
     reuses the deterministic round-0 model of an identical configuration instead of retraining it."""
 
     def __init__(self, prep: Prepared, method: query.QueryMethod, cfg: TrainConfig, device: str,
-                 round0_cache: dict | None = None, log=None, paradigm: str = "supervised",
-                 pretrained: dict | None = None):
+                 round0_cache: dict | None = None, pretrained: dict | None = None):
         self.p, self.method, self.device = prep, method, device
-        self.paradigm, self.pretrained = paradigm, pretrained
+        self.pretrained = pretrained
         missing = set(method.needs) - set(_registers.EVIDENCE)
         if missing:
             raise UserError(f"query method {method.name!r} needs evidence this domain cannot compute: {sorted(missing)}")
         self.cfg = replace(cfg, dropout=float(method.model.get("dropout", cfg.dropout)))
         self.cache = round0_cache if round0_cache is not None else {}
-        self.log = log or (lambda m: None)
         self.last_fit: dict = {}
 
     # -- train / evaluate -------------------------------------------------------------------
@@ -132,7 +147,7 @@ class ClassificationRun:
         if cycle == 0 and key in self.cache:
             net, self.last_fit = self.cache[key]
             return net
-        net, info = fit_fn_for(self.p, self.paradigm, pool.labelled, train_seed(self.p.seed, cycle), self.device,
+        net, info = fit_fn_for(self.p, pool.labelled, train_seed(self.p.seed, cycle), self.device,
                                self.pretrained)(self.cfg, None)
         self.last_fit = info
         if cycle == 0:
@@ -190,19 +205,23 @@ def run_config(dataset: str, regime: Regime, paradigm: str, method: str, seed: i
             "test_size": preset.test_size, "train": asdict(cfg), **(extra or {})}
 
 
-def run_one(prep: Prepared, method_name: str, paradigm: str, preset: Preset, cfg: TrainConfig, run_dir: Path,
-            resume: bool, device: str, round0_cache: dict | None = None, progress=None,
-            pretrained: dict | None = None, extra_config: dict | None = None, beta: float = 1.0) -> list[dict]:
+def run_one(prep: Prepared, method_name: str, cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
+            device: str = "cpu", beta: float = 1.0, round0_cache: dict | None = None, progress=None,
+            pretrained: dict | None = None, extra_config: dict | None = None) -> list[dict]:
+    """One AL run (resumable) of ``method_name`` in the prepared setting; returns its cycle records.
+    ``round0_cache`` (shared by the methods of one seed) reuses the round-0 model; ``pretrained``
+    is the Self-SL checkpoint; ``extra_config`` goes into the run's config (tuned HPs, checkpoint)."""
     method = query.get("classification", method_name)
-    regime = prep.regime
-    config = run_config(prep.splits.name, regime, paradigm, method_name, prep.seed, preset, cfg, extra_config, beta)
+    regime, setting = prep.regime, prep.setting
+    config = run_config(prep.splits.name, regime, setting.paradigm, method_name, prep.seed, setting.preset, cfg,
+                        extra_config, beta)
     store = RunStore(run_dir, config, resume=resume)
     if store.done:
         return store.records
     pool = Pool(len(prep.pool_data), val_ids=np.arange(len(prep.val_data)), test_ids=np.arange(len(prep.test_data)))
     if store.pool_state is None:
         pool.label(prep.start_ids, 0)
-    run = ClassificationRun(prep, method, cfg, device, round0_cache, paradigm=paradigm, pretrained=pretrained)
+    run = ClassificationRun(prep, method, cfg, device, round0_cache, pretrained=pretrained)
     loop = ActiveLearningLoop(pool, train=run.train, evaluate=run.evaluate, evidence=run.evidence, query=method,
                               query_sizes=regime.query_sizes, store=store, seed=prep.seed, beta=beta,
                               progress=progress)

@@ -27,11 +27,12 @@ import torch.nn.functional as F
 
 from core.errors import UserError
 
+from . import datasets
+from .augment import augment_batch, normalise
 from .data import ImageData
 from .model import ResNet18
-from .selfsl import balanced_class_weights, trainer_for
-from .training import Batches, KeepBest, SupervisedModule, TrainConfig, _precision, param_groups
-from .transforms import augment_batch, normalise
+from .training import (Batches, FitTask, KeepBest, SupervisedModule, TrainConfig, balanced_class_weights, finish,
+                       fit_interruptible, param_groups, trainer_for)
 
 
 @dataclass
@@ -56,12 +57,10 @@ class FixMatchConfig(TrainConfig):
 
 
 def fixmatch_config(dataset: str, preset: str = "thesis") -> FixMatchConfig:
-    """Table A.9: DA on every dataset except CIFAR-10 (and Fashion-MNIST, its offline stand-in); 3000
-    warm-up steps on the 224-px roll-out data; CIFAR-10-LT weight decay 1e-3 (the launcher's value)."""
-    da = dataset not in ("cifar10", "fashion_mnist")
-    rollout = dataset in ("isic2019", "miotcd") or dataset.startswith("folder:")
-    cfg = FixMatchConfig(distribution_alignment=da, warmup_steps=3000 if rollout else 0,
-                         weight_decay=1e-3 if dataset in ("cifar10_lt", "fashion_mnist_lt") else 5e-4)
+    """Table A.9 from the dataset's ``fixmatch`` recipe (``classification.datasets``): DA on every
+    dataset except CIFAR-10 (and Fashion-MNIST, its offline stand-in); 3000 warm-up steps on the
+    224-px roll-out data; CIFAR-10-LT weight decay 1e-3 (the launcher's value)."""
+    cfg = FixMatchConfig(**datasets.get(dataset).recipe("fixmatch"))
     if preset == "thesis":
         return cfg
     if preset == "laptop":
@@ -171,34 +170,31 @@ class FixMatchModule(SupervisedModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def fit_fixmatch(train: ImageData, val: ImageData, cfg: FixMatchConfig, n_classes: int, mean, std, metric: str,
-                 imbalanced: bool, seed: int, device: str = "cpu", *, unlabelled: ImageData,
-                 augment: Callable | None = None, callbacks: list | None = None) -> tuple[ResNet18, dict]:
-    """FixMatch on labelled ``train`` + ``unlabelled`` (the pool; its targets are used only for the
-    pseudo-label accuracy diagnostic).  Returns the final model and a summary (``best_val`` = the best
-    per-epoch validation metric, for tuning; ``final_val`` = the last)."""
+def fit_fixmatch(task: FitTask, cfg: FixMatchConfig, callbacks: list | None = None) -> tuple[ResNet18, dict]:
+    """FixMatch on labelled ``task.train`` + ``task.unlabelled`` (the pool; its targets are used only
+    for the pseudo-label accuracy diagnostic).  Returns the final model and a summary (``best_val`` =
+    the best per-epoch validation metric, for tuning; ``final_val`` = the last)."""
+    train, unlabelled, n_classes = task.train, task.unlabelled, task.n_classes
     if len(train) == 0:
         raise UserError("FixMatch needs a non-empty labelled set")
-    if len(unlabelled) == 0:
+    if unlabelled is None or len(unlabelled) == 0:
         raise UserError("FixMatch needs a non-empty unlabelled pool")
-    L.seed_everything(seed, workers=True, verbose=False)
-    net = ResNet18(n_classes, width=cfg.width, dropout=cfg.dropout, cifar_stem=train.images.shape[-1] <= 64)
+    L.seed_everything(task.seed, workers=True, verbose=False)
+    net = ResNet18(n_classes, width=cfg.width, dropout=cfg.dropout, cifar_stem=task.cifar_stem)
     class_weights, sample_w = None, None
-    if imbalanced and cfg.imbalance == "weighted_ce":
+    if task.imbalanced and cfg.imbalance == "weighted_ce":
         class_weights = balanced_class_weights(train.targets, n_classes)
-    elif imbalanced and cfg.imbalance == "oversample":
+    elif task.imbalanced and cfg.imbalance == "oversample":
         counts = np.bincount(train.targets, minlength=n_classes).astype(np.float64)
         sample_w = torch.as_tensor(1.0 / (counts[train.targets] * n_classes), dtype=torch.double)
     loader = PairedBatches(train, unlabelled, cfg.batch_size, cfg.mu, cfg.steps_per_epoch, sample_w)
-    module = FixMatchModule(net, cfg, mean, std, metric, n_classes, class_weights, augment or augment_batch,
-                            unlabelled.targets)
+    module = FixMatchModule(net, cfg, task.mean, task.std, task.metric, n_classes, class_weights,
+                            task.augment or augment_batch, unlabelled.targets)
     keep = KeepBest()
-    trainer = trainer_for(cfg, device, [keep, *(callbacks or [])], cfg.epochs)
-    trainer.fit(module, loader, Batches(val, cfg.eval_batch_size))
-    net.eval()
-    net._precision = _precision(cfg, device)
-    return net, {"best_val": keep.best, "final_val": keep.history[-1] if keep.history else None,
-                 "val_history": keep.history, "epochs": trainer.current_epoch, "steps": trainer.global_step,
-                 "batch_size": cfg.batch_size, "mu": cfg.mu, "mask_rate": module.stats["mask"],
-                 "pseudo_acc": module.stats["pseudo_acc"], "loss_x": module.stats["loss_x"],
-                 "loss_u": module.stats["loss_u"]}
+    trainer = trainer_for(cfg, task.device, [keep, *(callbacks or [])], cfg.epochs)
+    fit_interruptible(trainer, module, loader, Batches(task.val, cfg.eval_batch_size))
+    return finish(net, cfg, task.device), {
+        "best_val": keep.best, "final_val": keep.history[-1] if keep.history else None,
+        "val_history": keep.history, "epochs": trainer.current_epoch, "steps": trainer.global_step,
+        "batch_size": cfg.batch_size, "mu": cfg.mu, "mask_rate": module.stats["mask"],
+        "pseudo_acc": module.stats["pseudo_acc"], "loss_x": module.stats["loss_x"], "loss_u": module.stats["loss_u"]}

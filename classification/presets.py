@@ -32,14 +32,3 @@ PRESETS = {
 
 
 ROLLOUT_IMAGE_SIZE = {"thesis": 224, "laptop": 64, "smoke": 32}
-
-
-def train_config(paradigm: str, dataset: str, preset: Preset) -> TrainConfig:
-    """The training recipe of a paradigm under a preset (Tables A.7 / A.8 / A.9 for ``thesis``)."""
-    if paradigm == "selfsl":
-        from .selfsl import finetune_config
-        return finetune_config(dataset, preset.name)
-    if paradigm == "fixmatch":
-        from .fixmatch import fixmatch_config
-        return fixmatch_config(dataset, preset.name)
-    return preset.train

@@ -42,14 +42,12 @@ from torch import nn
 from core.errors import UserError
 from core.store import atomic_path, atomic_write
 
+from . import datasets
+from .augment import color_jitter, gaussian_blur, normalise, random_grayscale, random_resized_crop
 from .data import ImageData
 from .model import ResNet18
-from .rollout import color_jitter, gaussian_blur, random_grayscale, random_resized_crop
-from .training import (Batches, FixedLengthSampler, KeepBest, SupervisedModule, TrainConfig, _precision,
-                       param_groups)
-from .transforms import augment_batch, normalise
-
-CIFAR_LIKE = ("cifar10", "cifar100", "cifar10_lt", "fashion_mnist", "fashion_mnist_lt")
+from .training import (Batches, FitTask, KeepBest, SupervisedModule, TrainConfig, _precision, finish,
+                       fit_interruptible, labelled_loader, param_groups, trainer_for)
 
 
 # ============================================================================ configs
@@ -95,19 +93,11 @@ class SelfSLConfig(TrainConfig):
 
 
 def pretrain_config(dataset: str, preset: str = "thesis") -> SimCLRConfig:
-    """Table A.5 (CIFARs: 1000 epochs, bs 512, lr 1, T 0.5, wd 1e-4, no blur, jitter 0.5; ISIC: 1000
-    epochs, bs 256, lr 0.3, T 0.1, wd 1e-6, blur, jitter 1.0; MIO-TCD and folder data: ISIC's values with
-    200 epochs, §14 item 6) and its laptop / smoke shrinkings."""
-    if dataset in CIFAR_LIKE:
-        cfg = SimCLRConfig()
-    elif dataset == "isic2019":
-        cfg = SimCLRConfig(batch_size=256, lr=0.3, weight_decay=1e-6, temperature=0.1, blur=True,
-                           jitter_strength=1.0, precision="32")
-    elif dataset == "miotcd" or dataset.startswith("folder:"):
-        cfg = SimCLRConfig(epochs=200, batch_size=256, lr=0.3, weight_decay=1e-6, temperature=0.1, blur=True,
-                           jitter_strength=1.0, precision="32")
-    else:
-        raise UserError(f"no SimCLR settings for dataset {dataset!r}")
+    """Table A.5 from the dataset's ``simclr`` recipe (``classification.datasets``: CIFARs 1000 epochs,
+    bs 512, lr 1, T 0.5, wd 1e-4, no blur, jitter 0.5; ISIC bs 256, lr 0.3, T 0.1, wd 1e-6, blur,
+    jitter 1.0; MIO-TCD and folder data ISIC's values with 200 epochs, §14 item 6) and its laptop /
+    smoke shrinkings."""
+    cfg = SimCLRConfig(**datasets.get(dataset).recipe("simclr"))
     if preset == "thesis":
         return cfg
     if preset == "laptop":
@@ -120,22 +110,13 @@ def pretrain_config(dataset: str, preset: str = "thesis") -> SimCLRConfig:
 
 
 def finetune_config(dataset: str, preset: str = "thesis") -> SelfSLConfig:
-    """Table A.8 per dataset (batch, lr, wd, augmentation); imbalanced sets oversample (§8.6)."""
-    table = {  # batch, lr, wd, augmentation
-        "cifar10": (64, 0.001, 5e-3, "randaugment_weak"), "cifar100": (64, 0.001, 5e-3, "randaugment_weak"),
-        "cifar10_lt": (64, 0.01, 5e-4, "standard"), "miotcd": (256, 0.01, 5e-3, "randaugment_weak"),
-        "isic2019": (128, 0.001, 5e-3, "standard"),
-    }
-    table["fashion_mnist"], table["fashion_mnist_lt"] = table["cifar10"], table["cifar10_lt"]
-    key = "miotcd" if dataset.startswith("folder:") else dataset
-    if key not in table:
-        raise UserError(f"no Self-SL fine-tuning settings for dataset {dataset!r}")
-    bs, lr, wd, aug = table[key]
-    cfg = SelfSLConfig(batch_size=bs, lr=lr, weight_decay=wd, augmentation=aug)
+    """Table A.8 from the dataset's ``selfsl`` recipe (batch, lr, wd, augmentation); imbalanced sets
+    oversample (§8.6)."""
+    cfg = SelfSLConfig(**datasets.get(dataset).recipe("selfsl"))
     if preset == "thesis":
         return cfg
     if preset == "laptop":
-        return replace(cfg, epochs=8, batch_size=min(bs, 64), precision="auto")
+        return replace(cfg, epochs=8, batch_size=min(cfg.batch_size, 64), precision="auto")
     if preset == "smoke":
         return replace(cfg, epochs=2, batch_size=16, min_train=64, mc_samples=8, eval_batch_size=256, head_hidden=32)
     raise UserError(f"unknown preset {preset!r}")
@@ -470,16 +451,7 @@ def build_selfsl_net(pretrained_state: dict | None, n_classes: int, dropout: flo
 # ============================================================================ fine-tuning
 
 class SelfSLModule(SupervisedModule):
-    """SupervisedModule with a pluggable batched augmentation and the StepLR (÷10 every epochs//4) recipe."""
-
-    def __init__(self, *a, augment: Callable = augment_batch, **kw):
-        super().__init__(*a, **kw)
-        self.augment = augment
-
-    def training_step(self, batch, _):
-        x, y = batch
-        logits = self.net(normalise(self.augment(x, self.cfg.augmentation), self.mean, self.std))
-        return F.cross_entropy(logits.float(), y, weight=self.class_weights)
+    """SupervisedModule with the StepLR (÷10 every epochs//4) recipe."""
 
     def configure_optimizers(self):
         c = self.cfg
@@ -489,61 +461,23 @@ class SelfSLModule(SupervisedModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
 
-def labelled_loader(train: ImageData, cfg: TrainConfig, n_classes: int, imbalanced: bool):
-    """(Batches, class_weights|None): upsampling to ``min_train``, class-balanced sampler or weighted CE
-    on imbalanced data — the rule of ``training.fit``."""
-    from torch.utils.data import WeightedRandomSampler
-    if len(train) == 0:
-        raise UserError("cannot train on an empty labelled set")
-    length = max(cfg.min_train, len(train))
-    counts = np.bincount(train.targets, minlength=n_classes).astype(np.float64)
-    class_weights = None
-    if imbalanced and cfg.imbalance == "oversample":
-        w = 1.0 / (counts[train.targets] * n_classes)
-        sampler = WeightedRandomSampler(torch.as_tensor(w, dtype=torch.double), num_samples=length, replacement=True)
-    else:
-        sampler = FixedLengthSampler(len(train), length)
-        if imbalanced and cfg.imbalance == "weighted_ce":
-            class_weights = balanced_class_weights(train.targets, n_classes)
-    bs = min(cfg.batch_size, length)
-    return Batches(train, bs, sampler, drop_last=True), class_weights
-
-
-def balanced_class_weights(targets: np.ndarray, n_classes: int) -> torch.Tensor:
-    """sklearn's "balanced" weights N/(C·n_c) over the classes present (0 for absent ones)."""
-    counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
-    present = counts > 0
-    cw = np.zeros(n_classes)
-    cw[present] = counts.sum() / (present.sum() * counts[present])
-    return torch.as_tensor(cw, dtype=torch.float32)
-
-
-def trainer_for(cfg, device: str, callbacks: list, max_epochs: int) -> L.Trainer:
-    return L.Trainer(max_epochs=max_epochs, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
-                     precision=_precision(cfg, device), logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                     deterministic=device == "cpu", callbacks=callbacks)
-
-
-def fit_selfsl(train: ImageData, val: ImageData, cfg: SelfSLConfig, n_classes: int, mean, std, metric: str,
-               imbalanced: bool, seed: int, device: str = "cpu", *, pretrained_state: dict | None,
-               augment: Callable | None = None, callbacks: list | None = None) -> tuple[SelfSLNet, dict]:
-    """Fine-tune the pretrained backbone + MLP head on ``train``; the net at its best validation epoch."""
-    L.seed_everything(seed, workers=True, verbose=False)
-    net = build_selfsl_net(pretrained_state, n_classes, cfg.dropout, getattr(cfg, "head_hidden", 512),
-                           width=cfg.width, cifar_stem=train.images.shape[-1] <= 64)
-    loader, class_weights = labelled_loader(train, cfg, n_classes, imbalanced)
-    module = SelfSLModule(net, cfg, mean, std, len(loader), metric, n_classes, class_weights,
-                          augment=augment or augment_batch)
+def fit_selfsl(task: FitTask, cfg: SelfSLConfig, callbacks: list | None = None) -> tuple[SelfSLNet, dict]:
+    """Fine-tune the pretrained backbone (``task.pretrained``) + MLP head on ``task.train``; the net
+    at its best validation epoch."""
+    L.seed_everything(task.seed, workers=True, verbose=False)
+    net = build_selfsl_net(task.pretrained, task.n_classes, cfg.dropout, getattr(cfg, "head_hidden", 512),
+                           width=cfg.width, cifar_stem=task.cifar_stem)
+    loader, class_weights = labelled_loader(task.train, cfg, task.n_classes, task.imbalanced)
+    module = SelfSLModule(net, cfg, task.mean, task.std, len(loader), task.metric, task.n_classes, class_weights,
+                          task.augment)
     keep = KeepBest()
-    trainer = trainer_for(cfg, device, [keep, *(callbacks or [])], cfg.epochs)
-    trainer.fit(module, loader, Batches(val, cfg.eval_batch_size))
+    trainer = trainer_for(cfg, task.device, [keep, *(callbacks or [])], cfg.epochs)
+    fit_interruptible(trainer, module, loader, Batches(task.val, cfg.eval_batch_size))
     if keep.state is not None:
         net.load_state_dict(keep.state)
-    net.eval()
-    net._precision = _precision(cfg, device)
-    return net, {"best_val": keep.best, "val_history": keep.history, "epochs": trainer.current_epoch,
-                 "steps_per_epoch": len(loader), "batch_size": loader.bs, "pretrained": pretrained_state is not None}
+    return finish(net, cfg, task.device), {
+        "best_val": keep.best, "val_history": keep.history, "epochs": trainer.current_epoch,
+        "steps_per_epoch": len(loader), "batch_size": loader.bs, "pretrained": task.pretrained is not None}
 
 
 def pretrain_splits(splits, cfg: SimCLRConfig, seed: int, device: str = "cpu", cache_dir: str | Path | None = None,

@@ -1,6 +1,13 @@
-"""Supervised training (spec §8.3, A.3.3) as a Lightning module, plus the one-pass predictor.
+"""The shared Lightning pieces of every paradigm and the supervised trainer (spec §8.3, A.3.3).
 
-Recipe: SGD with Nesterov momentum 0.9; linear warm-up then cosine decay stepped per iteration; no
+Shared: :class:`FitTask` (what a trainer fits: data, classes, normalisation, metric, seed, device,
+augmentation, and for FixMatch / Self-SL the unlabelled pool / the SimCLR checkpoint),
+:class:`TrainConfig`, in-memory :class:`Batches`, the labelled-set sampling rule
+(:func:`labelled_loader`), :class:`SupervisedModule`, :class:`KeepBest`, :func:`trainer_for`,
+:func:`fit_interruptible` and :func:`embed` (one backbone pass).  Every trainer is
+``fit(task, cfg, callbacks) -> (net, info)``; ``classification.paradigms`` maps a paradigm to it.
+
+Supervised recipe: SGD with Nesterov momentum 0.9; linear warm-up then cosine decay stepped per iteration; no
 weight decay on biases and BatchNorm parameters; a labelled set smaller than ``min_train`` (5 500)
 is upsampled to ``min_train`` samples per epoch; imbalanced sets use a class-balanced sampler
 (weights 1/(n_c·C)) or weighted CE; the checkpoint with the best validation metric is kept (in
@@ -13,6 +20,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 
 import lightning as L
 import numpy as np
@@ -22,9 +30,11 @@ from torch.utils.data import Sampler, WeightedRandomSampler
 
 from core.metrics import accuracy, balanced_accuracy
 
+from core.errors import UserError
+
+from .augment import augment_batch, normalise
 from .data import ImageData
 from .model import ResNet18
-from .transforms import augment_batch, normalise
 
 for _name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
     logging.getLogger(_name).setLevel(logging.ERROR)
@@ -51,6 +61,27 @@ class TrainConfig:
     precision: str = "auto"            # auto | 32 | bf16
     eval_batch_size: int = 512
     extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class FitTask:
+    """What a trainer fits (the one argument the paradigms' ``fit(task, cfg, callbacks)`` share)."""
+    train: ImageData                    # the labelled set
+    val: ImageData                      # the labelled validation subset
+    n_classes: int
+    mean: tuple
+    std: tuple
+    metric: str = "accuracy"            # validation metric: accuracy | balanced_accuracy
+    imbalanced: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    augment: Callable | None = None     # fn(x_u8, name) -> float 0..255; None: augment.augment_batch (CIFAR)
+    unlabelled: ImageData | None = None  # FixMatch: the unlabelled pool
+    pretrained: dict | None = None      # Self-SL: the SimCLR checkpoint
+
+    @property
+    def cifar_stem(self) -> bool:
+        return self.train.images.shape[-1] <= 64
 
 
 class Batches:
@@ -192,44 +223,64 @@ def _cpu_bf16() -> bool:
         return False
 
 
-def fit(train: ImageData, val: ImageData, cfg: TrainConfig, n_classes: int, mean, std, metric: str,
-        imbalanced: bool, seed: int, device: str = "cpu", *, augment=None,
-        callbacks=None) -> tuple[ResNet18, dict]:
-    """Train a fresh ResNet-18 on ``train``; return it at its best validation epoch and a summary.
-
-    ``augment(x_u8, name) -> float 0..255`` replaces the CIFAR transforms (roll-out datasets);
-    ``callbacks`` are extra Lightning callbacks (e.g. Optuna pruning)."""
-    L.seed_everything(seed, workers=True, verbose=False)
-    net = ResNet18(n_classes, width=cfg.width, dropout=cfg.dropout, cifar_stem=train.images.shape[-1] <= 64)
+def labelled_loader(train: ImageData, cfg: TrainConfig, n_classes: int, imbalanced: bool):
+    """(Batches, class_weights | None) of the labelled set: upsampling to ``min_train`` per epoch,
+    a class-balanced sampler (``oversample``) or weighted CE (``weighted_ce``) on imbalanced data."""
+    if len(train) == 0:
+        raise UserError("cannot train on an empty labelled set")
     length = max(cfg.min_train, len(train))
-    class_weights = None
     counts = np.bincount(train.targets, minlength=n_classes).astype(np.float64)
+    class_weights = None
     if imbalanced and cfg.imbalance == "oversample":
         w = 1.0 / (counts[train.targets] * n_classes)
         sampler = WeightedRandomSampler(torch.as_tensor(w, dtype=torch.double), num_samples=length, replacement=True)
     else:
         sampler = FixedLengthSampler(len(train), length)
         if imbalanced and cfg.imbalance == "weighted_ce":
-            present = counts > 0
-            cw = np.zeros(n_classes)
-            cw[present] = counts.sum() / (present.sum() * counts[present])
-            class_weights = torch.as_tensor(cw, dtype=torch.float32)
+            class_weights = balanced_class_weights(train.targets, n_classes)
     bs = min(cfg.batch_size, length)
-    loader = Batches(train, bs, sampler, drop_last=True)
-    val_loader = Batches(val, cfg.eval_batch_size)
-    module = SupervisedModule(net, cfg, mean, std, len(loader), metric, n_classes, class_weights, augment)
+    return Batches(train, bs, sampler, drop_last=True), class_weights
+
+
+def balanced_class_weights(targets: np.ndarray, n_classes: int) -> torch.Tensor:
+    """sklearn's "balanced" weights N/(C·n_c) over the classes present (0 for absent ones)."""
+    counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    cw = np.zeros(n_classes)
+    cw[present] = counts.sum() / (present.sum() * counts[present])
+    return torch.as_tensor(cw, dtype=torch.float32)
+
+
+def trainer_for(cfg, device: str, callbacks: list, max_epochs: int) -> L.Trainer:
+    return L.Trainer(max_epochs=max_epochs, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
+                     precision=_precision(cfg, device), logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                     deterministic=device == "cpu", callbacks=callbacks)
+
+
+def finish(net, cfg, device: str):
+    """The trained net in eval mode, tagged with the precision ``embed`` should use."""
+    net.eval()
+    net._precision = _precision(cfg, device)
+    return net
+
+
+def fit(task: FitTask, cfg: TrainConfig, callbacks: list | None = None) -> tuple[ResNet18, dict]:
+    """Train a fresh ResNet-18 on ``task.train``; return it at its best validation epoch and a summary.
+    ``callbacks`` are extra Lightning callbacks (e.g. Optuna pruning)."""
+    L.seed_everything(task.seed, workers=True, verbose=False)
+    net = ResNet18(task.n_classes, width=cfg.width, dropout=cfg.dropout, cifar_stem=task.cifar_stem)
+    loader, class_weights = labelled_loader(task.train, cfg, task.n_classes, task.imbalanced)
+    val_loader = Batches(task.val, cfg.eval_batch_size)
+    module = SupervisedModule(net, cfg, task.mean, task.std, len(loader), task.metric, task.n_classes, class_weights,
+                              task.augment)
     keep = KeepBest()
-    trainer = L.Trainer(max_epochs=cfg.epochs, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
-                        precision=_precision(cfg, device), logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        deterministic=device == "cpu", callbacks=[keep, *(callbacks or [])])
+    trainer = trainer_for(cfg, task.device, [keep, *(callbacks or [])], cfg.epochs)
     fit_interruptible(trainer, module, loader, val_loader)
     if keep.state is not None:
         net.load_state_dict(keep.state)
-    net.eval()
-    net._precision = _precision(cfg, device)
-    return net, {"best_val": keep.best, "val_history": keep.history, "epochs": cfg.epochs,
-                 "steps_per_epoch": len(loader), "batch_size": bs}
+    return finish(net, cfg, task.device), {"best_val": keep.best, "val_history": keep.history, "epochs": cfg.epochs,
+                                           "steps_per_epoch": len(loader), "batch_size": loader.bs}
 
 
 @torch.no_grad()
@@ -243,9 +294,3 @@ def embed(net: ResNet18, data: ImageData, mean, std, device: str = "cpu", batch_
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
             out.append(net.features(x).float())
     return torch.cat(out) if out else torch.zeros(0, net.feature_dim, device=device)
-
-
-@torch.no_grad()
-def predict(net: ResNet18, h: torch.Tensor, mc_samples: int = 50) -> torch.Tensor:
-    """Class probabilities from features (MC-averaged for a dropout head)."""
-    return net.predict_probs(h, mc_samples)

@@ -20,7 +20,6 @@ metric that ``training.KeepBest`` records).  The selection is written atomically
 from __future__ import annotations
 
 import hashlib
-import inspect
 import itertools
 import json
 import math
@@ -33,14 +32,10 @@ import lightning as L
 from core.errors import UserError
 from core.store import atomic_write_json
 
+from .paradigms import PARADIGMS
 from .training import KeepBest
 
-SPACES: dict[str, dict[str, list]] = {
-    "supervised": {"lr": [0.1, 0.01], "weight_decay": [5e-3, 5e-4], "augmentation": ["randaugment", "standard"]},
-    "selfsl": {"lr": [0.01, 0.001], "weight_decay": [5e-3, 5e-4], "augmentation": ["randaugment_weak", "standard"]},
-    "fixmatch": {"lr": [0.03, 0.3], "weight_decay": [5e-3, 5e-4]},
-}
-PARADIGMS = tuple(SPACES)
+SPACES: dict[str, dict[str, list]] = {name: p.space for name, p in PARADIGMS.items()}
 
 
 def grid(space: dict[str, list]) -> list[dict]:
@@ -82,51 +77,6 @@ class PruningCallback(L.Callback):
             trainer.should_stop = True
 
 
-def accepts_callbacks(fn: Callable) -> bool:
-    try:
-        return "callbacks" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def make_fit_fn(paradigm: str, train, val, n_classes: int, mean, std, metric: str, imbalanced: bool, seed: int,
-                device: str = "cpu", *, unlabelled=None, pretrained_state=None, augment=None,
-                fit: Callable | None = None) -> Callable:
-    """``fit_fn(cfg, callbacks) -> (net, info)`` for one paradigm (the objective's training).
-
-    supervised → ``training.fit`` (per-epoch pruning only once it takes ``callbacks=``/``augment=``);
-    selfsl → ``selfsl.fit_selfsl(pretrained_state=...)``; fixmatch → ``fixmatch.fit_fixmatch(unlabelled=...)``.
-    ``fit`` overrides the function (tests, other trainers)."""
-    if paradigm not in SPACES:
-        raise UserError(f"unknown paradigm {paradigm!r}; valid: {', '.join(PARADIGMS)}")
-    kw: dict = {}
-    if fit is None:
-        if paradigm == "supervised":
-            from .training import fit as fit
-        elif paradigm == "selfsl":
-            from .selfsl import fit_selfsl as fit
-            kw["pretrained_state"] = pretrained_state
-        else:
-            from .fixmatch import fit_fixmatch as fit
-            if unlabelled is None:
-                raise UserError("FixMatch tuning needs the unlabelled pool")
-            kw["unlabelled"] = unlabelled
-    params = inspect.signature(fit).parameters
-    if augment is not None:
-        from .transforms import augment_batch
-        if "augment" in params:
-            kw["augment"] = augment
-        elif augment is not augment_batch:
-            raise ValueError(f"{fit.__name__} takes no augment=; it would silently train with the CIFAR transforms")
-    takes_cb = "callbacks" in params
-
-    def fit_fn(cfg, callbacks):
-        extra = {"callbacks": callbacks} if takes_cb else {}
-        return fit(train, val, cfg, n_classes, mean, std, metric, imbalanced, seed, device, **kw, **extra)
-    fit_fn.accepts_callbacks = takes_cb
-    return fit_fn
-
-
 def study_name(paradigm: str, base_cfg, space: dict, key: dict | None) -> str:
     cfg = asdict(base_cfg) if is_dataclass(base_cfg) else base_cfg
     blob = json.dumps({"paradigm": paradigm, "cfg": cfg, "space": space, "key": key or {}}, sort_keys=True, default=str)
@@ -138,7 +88,7 @@ def tune(paradigm: str, fit_fn: Callable, base_cfg, study_dir: str | Path, *, sp
          n_warmup_steps: int | None = None, progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
     """Grid search of ``space`` (default ``SPACES[paradigm]``); returns (best params, path of best.json).
 
-    ``fit_fn(cfg, callbacks) -> (net, info)`` trains one configuration (``make_fit_fn``) and reports
+    ``fit_fn(cfg, callbacks) -> (net, info)`` trains one configuration (``paradigms.fit_fn``) and reports
     ``info["best_val"]``; ``key`` (dataset, regime, seed, labelled ids...) goes into the study name, so a
     changed setting never reuses old trials."""
     import optuna
@@ -148,7 +98,7 @@ def tune(paradigm: str, fit_fn: Callable, base_cfg, study_dir: str | Path, *, sp
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if paradigm not in SPACES:
-        raise UserError(f"unknown paradigm {paradigm!r}; valid: {', '.join(PARADIGMS)}")
+        raise UserError(f"unknown paradigm {paradigm!r}; valid: {', '.join(SPACES)}")
     space = space or SPACES[paradigm]
     points = grid(space)
     study_dir = Path(study_dir)

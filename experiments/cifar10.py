@@ -22,18 +22,18 @@ from core.errors import UserError
 from experiments.common import Parser, Progress, add_common_args, choice, main_guard, resolve_device
 
 DEFAULT_METHODS = ("random", "entropy", "badge")
+BETA = 1.0   # β of the power / softrank methods
 
 
 def dataset_type(value: str) -> str:
-    from classification.data import DATASETS
-    from classification.rollout import DATASETS as ROLLOUT
-    if value in DATASETS + ROLLOUT or (value.startswith("folder:") and len(value) > 7):
+    from classification import datasets
+    if value in datasets.names() or (value.startswith("folder:") and len(value) > 7):
         return value
-    raise argparse.ArgumentTypeError(f"unknown dataset {value!r}; valid: {', '.join(DATASETS + ROLLOUT)}, folder:PATH")
+    raise argparse.ArgumentTypeError(f"unknown dataset {value!r}; valid: {', '.join(datasets.names())}, folder:PATH")
 
 
 def build_parser() -> Parser:
-    from classification.experiment import PARADIGMS
+    from classification.paradigms import NAMES as PARADIGMS
     from classification.regimes import REGIMES
     from classification import query as _registers  # noqa: F401
     methods = query.names("classification")
@@ -73,8 +73,9 @@ def build_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from classification.experiment import prepare, run_one
-    from classification.presets import PRESETS, train_config
+    from classification.experiment import Setting, prepare, run_one
+    from classification.paradigms import train_config
+    from classification.presets import PRESETS
     device = resolve_device(args.device)
     preset = PRESETS[args.preset]
     base_cfg = replace(train_config(args.paradigm, args.dataset, preset), imbalance=args.imbalance)
@@ -85,12 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(args.out) / args.dataset.replace("folder:", "folder_").replace("/", "_") / args.regime / args.paradigm
     cache_dir = Path(args.cache_dir or Path(args.out) / ".cache")
 
+    setting = Setting(args.dataset, args.regime, args.paradigm, preset, args.data_dir, args.download, args.image_size,
+                      str(cache_dir / "images"))
     runs = []
     with Progress(args.quiet) as pr:
         total = None
         for seed in seeds:
-            prep = prepare(args.dataset, args.regime, args.paradigm, preset, seed, args.data_dir, args.download,
-                           args.image_size, str(cache_dir / "images"))
+            prep = prepare(setting, seed)
             reg = prep.regime
             if total is None:
                 total = pr.task(f"{args.dataset}/{args.regime}: {len(methods)} methods x {len(seeds)} seeds",
@@ -104,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.tune:
                 from classification.experiment import fit_fn_for, train_seed
                 from classification.tuning import apply_params, tune
-                fit_fn = fit_fn_for(prep, args.paradigm, prep.start_ids, train_seed(seed, 0), device, ckpt)
+                fit_fn = fit_fn_for(prep, prep.start_ids, train_seed(seed, 0), device, ckpt)
                 params, best_path = tune(args.paradigm, fit_fn, cfg, root / "tuning" / f"seed{seed}",
                                          key={"dataset": args.dataset, "regime": args.regime, "seed": seed,
                                               "preset": preset.name}, seed=seed, progress=pr.log)
@@ -119,8 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if "training" in msg:
                         pr.advance(total, 0, f"{_d}: {msg}")
 
-                records = run_one(prep, m, args.paradigm, preset, cfg, root / m / f"seed{seed}",
-                                  args.resume, device, cache, progress, pretrained=ckpt, extra_config=extra)
+                records = run_one(prep, m, cfg, root / m / f"seed{seed}", resume=args.resume, device=device,
+                                  beta=BETA, round0_cache=cache, progress=progress, pretrained=ckpt, extra_config=extra)
                 pr.advance(total, reg.rounds)
                 runs.append({"method": m, "seed": seed, "setting": f"{args.dataset}/{args.regime}",
                              "budgets": [r["budget"] for r in records],

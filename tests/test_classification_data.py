@@ -4,7 +4,8 @@ import torch
 
 from classification import data as D
 from classification.regimes import regime
-from classification.transforms import AUGMENTATIONS, augment_batch
+from classification import datasets
+from classification.augment import AUGMENTATIONS, augment_batch
 from core.errors import UserError
 
 
@@ -58,7 +59,7 @@ def test_fashion_mnist_loader_and_missing_data(tmp_path):
 
 def test_missing_cifar_is_one_clear_error(tmp_path):
     with pytest.raises(UserError, match="cifar-10-batches-py"):
-        D.load_splits("cifar10", 0, str(tmp_path))
+        datasets.load("cifar10", datasets.LoadRequest(0, str(tmp_path)))
 
 
 def test_cifar_loader_reads_real_pickle_layout(tmp_path, monkeypatch):
@@ -74,7 +75,7 @@ def test_cifar_loader_reads_real_pickle_layout(tmp_path, monkeypatch):
         pickle.dump({"label_names": ["c%d" % i for i in range(10)]}, f, protocol=2)
     import torchvision.datasets.cifar as tvc
     monkeypatch.setattr(tvc, "check_integrity", lambda *a, **k: True)  # fixtures lack the official md5
-    s = D.load_splits("cifar10", 0, str(tmp_path))
+    s = datasets.load("cifar10", datasets.LoadRequest(0, str(tmp_path)))
     assert len(s.train) + len(s.val) == 100 and len(s.test) == 20
     assert tuple(s.train.images.shape[1:]) == (3, 32, 32)
 

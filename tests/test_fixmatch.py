@@ -11,7 +11,7 @@ import torch
 from classification import fixmatch as FM
 from classification.data import ImageData
 from classification.model import ResNet18
-from classification.selfsl import balanced_class_weights
+from classification.training import FitTask, balanced_class_weights
 from core.errors import UserError
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -78,16 +78,18 @@ def test_fit_fixmatch_final_checkpoint_mask_and_determinism():
     tr, un, va = _data(16), _data(48, seed=1), _data(16, seed=2)
     cfg = replace(FM.fixmatch_config("cifar10_lt", "smoke"), epochs=2, steps_per_epoch=2)
     cb = _Final()
-    net, info = FM.fit_fixmatch(tr, va, cfg, 4, MEAN, STD, "balanced_accuracy", True, 0, unlabelled=un, callbacks=[cb])
+    task = FitTask(tr, va, 4, MEAN, STD, "balanced_accuracy", True, 0, unlabelled=un)
+    net, info = FM.fit_fixmatch(task, cfg, callbacks=[cb])
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in cb.state.items())   # final, not best
     assert info["steps"] == 4 and len(info["val_history"]) == 2 and info["best_val"] == max(info["val_history"])
     assert not net.training and isinstance(net, ResNet18)
-    net2, info2 = FM.fit_fixmatch(tr, va, cfg, 4, MEAN, STD, "balanced_accuracy", True, 0, unlabelled=un)
+    net2, info2 = FM.fit_fixmatch(task, cfg)
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), net2.state_dict().values()))
     # τ > 1: no pseudo-label passes → unsupervised loss exactly 0; τ = 0: every one passes
-    _, hi = FM.fit_fixmatch(tr, va, replace(cfg, tau=1.01), 4, MEAN, STD, "accuracy", False, 0, unlabelled=un)
+    plain = FitTask(tr, va, 4, MEAN, STD, unlabelled=un)
+    _, hi = FM.fit_fixmatch(plain, replace(cfg, tau=1.01))
     assert hi["mask_rate"] == [0.0, 0.0] and hi["loss_u"] == [0.0, 0.0]
-    _, lo = FM.fit_fixmatch(tr, va, replace(cfg, tau=0.0), 4, MEAN, STD, "accuracy", False, 0, unlabelled=un)
+    _, lo = FM.fit_fixmatch(plain, replace(cfg, tau=0.0))
     assert lo["mask_rate"] == [1.0, 1.0] and all(v > 0 for v in lo["loss_u"])
     assert all(0 <= a <= 1 for a in lo["pseudo_acc"])
 
@@ -96,5 +98,5 @@ def test_weighted_ce_and_errors():
     w = balanced_class_weights(np.array([0, 0, 0, 1]), 3)
     assert torch.allclose(w, torch.tensor([4 / 6, 2.0, 0.0]))
     with pytest.raises(UserError, match="unlabelled"):
-        FM.fit_fixmatch(_data(4), _data(4), FM.fixmatch_config("cifar10", "smoke"), 4, MEAN, STD, "accuracy", False, 0,
-                        unlabelled=ImageData(torch.zeros(0, 3, 32, 32, dtype=torch.uint8), np.zeros(0, int)))
+        empty = ImageData(torch.zeros(0, 3, 32, 32, dtype=torch.uint8), np.zeros(0, int))
+        FM.fit_fixmatch(FitTask(_data(4), _data(4), 4, MEAN, STD, unlabelled=empty), FM.fixmatch_config("cifar10", "smoke"))

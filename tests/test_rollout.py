@@ -5,7 +5,10 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
+from classification import augment as A
+from classification import datasets
 from classification import rollout as R
+from classification.regimes import class_count_regimes
 from classification.data import Splits
 from core.errors import UserError
 
@@ -51,9 +54,9 @@ def mio_dir(tmp_path):
 
 
 def test_isic_layout_splits_and_tensors(isic_dir):
-    s = R.load_rollout("isic2019", seed=0, data_dir=isic_dir, size=16)
+    s = datasets.load("isic2019", datasets.LoadRequest(0, data_dir=isic_dir, image_size=16))
     assert isinstance(s, Splits) and s.n_classes == 8 and s.info["classes"] == list(R.ISIC_CLASSES)
-    assert s.metric == "balanced_accuracy" and s.imbalanced and (s.mean, s.std) == R.IMAGENET_NORM
+    assert s.metric == "balanced_accuracy" and s.imbalanced and (s.mean, s.std) == datasets.IMAGENET_NORM
     n = len(s.train) + len(s.val) + len(s.test)
     assert n == 60 and s.info["n_total"] == 60 and s.info["expected_total"] == 25331  # UNK dropped
     assert abs(len(s.test) - 15) <= 1 and abs(len(s.val) - 9) <= 1
@@ -62,7 +65,7 @@ def test_isic_layout_splits_and_tensors(isic_dir):
     # labels follow the CSV: the image colour identifies the class
     centre = s.train.images[:, :, 10, 8].numpy().astype(int)
     assert np.abs(centre - COLOURS[s.train.targets]).max() < 25
-    s1 = R.load_rollout("isic2019", seed=1, data_dir=isic_dir, size=16)
+    s1 = datasets.load("isic2019", datasets.LoadRequest(1, data_dir=isic_dir, image_size=16))
     assert torch.equal(s.test.images, s1.test.images)               # test split fixed across seeds
     assert not torch.equal(s.val.images, s1.val.images)             # validation split per seed
     assert set(s.test.targets.tolist()) == set(range(8))            # stratified: every class in test
@@ -79,12 +82,12 @@ def test_split_rollout_fractions_and_disjoint():
 
 def test_isic_errors_are_one_line(isic_dir, tmp_path):
     with pytest.raises(UserError, match="ISIC_2019_Training_GroundTruth.csv"):
-        R.load_rollout("isic2019", 0, data_dir=tmp_path / "nothing")
+        datasets.load("isic2019", datasets.LoadRequest(0, data_dir=tmp_path / "nothing"))
     with pytest.raises(UserError, match="--data-dir"):
-        R.load_rollout("isic2019", 0)
+        datasets.load("isic2019", datasets.LoadRequest(0))
     (isic_dir / R.ISIC_DIR / "ISIC_0000003.jpg").unlink()
     with pytest.raises(UserError, match="missing") as e:
-        R.load_rollout("isic2019", 0, data_dir=isic_dir)
+        datasets.load("isic2019", datasets.LoadRequest(0, data_dir=isic_dir))
     assert "\n" not in str(e.value)
     csv = isic_dir / R.ISIC_CSV
     csv.write_text(csv.read_text().replace("image,MEL", "img,MEL"))
@@ -93,7 +96,7 @@ def test_isic_errors_are_one_line(isic_dir, tmp_path):
 
 
 def test_miotcd_layout_and_centre_crop(mio_dir):
-    s = R.load_rollout("miotcd", seed=0, data_dir=mio_dir, size=16)
+    s = datasets.load("miotcd", datasets.LoadRequest(0, data_dir=mio_dir, image_size=16))
     assert s.n_classes == 11 and s.info["transforms"] == "imagenet"
     assert len(s.train) + len(s.val) + len(s.test) == 11 * 4 + 8
     # also accepted: the train folder itself
@@ -122,12 +125,12 @@ def test_folder_layouts_and_cache(tmp_path, monkeypatch):
             _jpeg(flat / name / f"{i}.jpg", COLOURS[c])
     (flat / "cat" / "notes.txt").write_text("ignored")
     cache = tmp_path / "cache"
-    s = R.load_rollout(f"folder:{flat}", 0, size=8, cache_dir=cache)
+    s = datasets.load(f"folder:{flat}", datasets.LoadRequest(0, image_size=8, cache_dir=cache))
     assert s.info["classes"] == ["cat", "dog", "eel"] and len(s.train) + len(s.val) + len(s.test) == 24
     assert any(p.suffix == ".npy" for p in cache.iterdir())
     # everything decoded is cached: a second load decodes nothing
     monkeypatch.setattr(R, "_decode_one", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
-    s2 = R.load_rollout(f"folder:{flat}", 1, size=8, cache_dir=cache)
+    s2 = datasets.load(f"folder:{flat}", datasets.LoadRequest(1, image_size=8, cache_dir=cache))
     assert torch.equal(s.test.images, s2.test.images)
     monkeypatch.undo()
     split = tmp_path / "split"
@@ -135,28 +138,28 @@ def test_folder_layouts_and_cache(tmp_path, monkeypatch):
         for c, name in enumerate(("a", "b")):
             for i in range(n):
                 _jpeg(split / part / name / f"{i}.jpg", COLOURS[c])
-    s = R.load_rollout(f"folder:{split}", 0, size=8, max_train=6)
+    s = datasets.load(f"folder:{split}", datasets.LoadRequest(0, image_size=8, max_train=6))
     assert len(s.test) == 6 and len(s.train) + len(s.val) <= 20 and len(s.train) == 6
     with pytest.raises(UserError, match="class folders"):
-        R.load_rollout(f"folder:{tmp_path / 'cache'}", 0)
+        datasets.load(f"folder:{tmp_path / 'cache'}", datasets.LoadRequest(0))
     with pytest.raises(UserError, match="not a folder"):
-        R.load_rollout(f"folder:{tmp_path / 'nope'}", 0)
+        datasets.load(f"folder:{tmp_path / 'nope'}", datasets.LoadRequest(0))
 
 
 # ----------------------------------------------------------------------------- transforms
 
 @pytest.mark.parametrize("kind", ["isic", "imagenet"])
-@pytest.mark.parametrize("name", R.ROLLOUT_AUGMENTATIONS)
+@pytest.mark.parametrize("name", A.AUGMENTATIONS)
 def test_augment_rollout_contract(kind, name):
     x = torch.randint(0, 256, (6, 3, 24, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     torch.manual_seed(0)
-    y = R.augment_rollout(x, name, kind)
+    y = A.augment_rollout(x, name, kind)
     assert y.shape == x.shape and y.dtype == torch.float32 and y.min() >= 0 and y.max() <= 255
     torch.manual_seed(0)
-    assert torch.equal(y, R.augment_rollout(x, name, kind))           # seeded → same batch
+    assert torch.equal(y, A.augment_rollout(x, name, kind))           # seeded → same batch
     if name != "none":
         assert not torch.equal(y, x.float())
-    fn = R.augmenter(kind)
+    fn = A.augmenter(kind)
     torch.manual_seed(0)
     assert torch.equal(fn(x, name), y)
 
@@ -164,12 +167,12 @@ def test_augment_rollout_contract(kind, name):
 def test_isic_geometry_matches_torchvision():
     x = torch.zeros(2, 3, 32, 32)
     x[..., 8:24, 12:18] = 255
-    same = R.isic_geometry(x, rotation=None, degrees=(0, 0), translate=0, scale=(1, 1), resize=1, flips=False)
+    same = A.isic_geometry(x, rotation=None, degrees=(0, 0), translate=0, scale=(1, 1), resize=1, flips=False)
     assert torch.allclose(same, x)
-    rot = R.isic_geometry(x, rotation=(30, 30), degrees=(0, 0), translate=0, scale=(1, 1), resize=1, flips=False)
+    rot = A.isic_geometry(x, rotation=(30, 30), degrees=(0, 0), translate=0, scale=(1, 1), resize=1, flips=False)
     ref = TF.rotate(x, 30, interpolation=TF.InterpolationMode.BILINEAR)
     assert (rot - ref).abs().mean() < 0.5
-    aff = R.isic_geometry(x, rotation=None, degrees=(20, 20), translate=0, scale=(1.2, 1.2), resize=1, flips=False)
+    aff = A.isic_geometry(x, rotation=None, degrees=(20, 20), translate=0, scale=(1.2, 1.2), resize=1, flips=False)
     ref = TF.affine(x, angle=-20, translate=[0, 0], scale=1.2, shear=[0, 0], interpolation=TF.InterpolationMode.BILINEAR)
     assert (aff - ref).abs().mean() < 0.5  # torchvision's affine angle is clockwise
 
@@ -177,18 +180,27 @@ def test_isic_geometry_matches_torchvision():
 def test_random_resized_crop_and_colour_ops():
     torch.manual_seed(0)
     x = torch.randint(0, 256, (5, 3, 16, 16)).float()
-    assert torch.equal(R.random_resized_crop(x, 16, scale=(1, 1), ratio=(1, 1), flip=False), x)
-    y = R.random_resized_crop(x, 8)
+    assert torch.equal(A.random_resized_crop(x, 16, scale=(1, 1), ratio=(1, 1), flip=False), x)
+    y = A.random_resized_crop(x, 8)
     assert y.shape == (5, 3, 8, 8)
-    assert torch.equal(R.color_jitter(x, 0, 0, 0, 0), x)
-    assert torch.equal(R.color_jitter(x, 0.5, 0.5, 0.5, 0.1, p=0.0), x)
+    assert torch.equal(A.color_jitter(x, 0, 0, 0, 0), x)
+    assert torch.equal(A.color_jitter(x, 0.5, 0.5, 0.5, 0.1, p=0.0), x)
     const = torch.full((3, 3, 32, 32), 100.0)
-    assert torch.allclose(R.gaussian_blur(const, p=1.0), const, atol=1e-3)
-    g = R.random_grayscale(x, 1.0)
+    assert torch.allclose(A.gaussian_blur(const, p=1.0), const, atol=1e-3)
+    g = A.random_grayscale(x, 1.0)
     assert torch.allclose(g[:, 0], g[:, 1]) and torch.allclose(g[:, 1], g[:, 2])
 
 
 def test_regime_table_rule():
-    t = R.regime_table(8, 3799)
+    t = class_count_regimes(8, 3799)
     assert t["low"] == (40, 40, 10, 200) and t["high"] == (800, 800, 10, 3799)
-    assert R.regime_table(11, 77875)["medium"] == (275, 275, 10, 1375)
+    assert class_count_regimes(11, 77875)["medium"] == (275, 275, 10, 1375)
+
+
+def test_own_hsv_ops_match_torchvision_public_adjust_hue():
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    x[0, :, :2] = 0.5                                                 # grey pixels: hue undefined
+    hsv = A.rgb_to_hsv(x)
+    shifted = A.hsv_to_rgb(torch.stack(((hsv[:, 0] + 0.1).remainder(1.0), hsv[:, 1], hsv[:, 2]), 1))
+    assert torch.equal(shifted, TF.adjust_hue(x, 0.1))
+    assert torch.allclose(A.hsv_to_rgb(hsv), x, atol=1e-6)

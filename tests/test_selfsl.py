@@ -7,6 +7,7 @@ import torch
 
 from classification import selfsl as S
 from classification.data import ImageData, Splits
+from classification.training import FitTask, labelled_loader
 from core.errors import UserError
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -115,10 +116,11 @@ def test_fit_selfsl_recipe_and_determinism():
     ck = S.pretrain(_data(48).images, _cfg(epochs=1), MEAN, STD, seed=0)
     tr, va = _data(24), _data(16, seed=5)
     cfg = replace(S.finetune_config("cifar10", "smoke"), epochs=4)
-    net, info = S.fit_selfsl(tr, va, cfg, 4, MEAN, STD, "accuracy", False, 1, pretrained_state=ck)
+    task = FitTask(tr, va, 4, MEAN, STD, seed=1, pretrained=ck)
+    net, info = S.fit_selfsl(task, cfg)
     assert not net.training and isinstance(net, S.SelfSLNet) and len(info["val_history"]) == 4
     assert info["best_val"] == max(info["val_history"]) and info["pretrained"]
-    net2, _ = S.fit_selfsl(tr, va, cfg, 4, MEAN, STD, "accuracy", False, 1, pretrained_state=ck)
+    net2, _ = S.fit_selfsl(task, cfg)
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), net2.state_dict().values()))
     # lr ÷ 10 every epochs // 4 epochs (thesis: 80 epochs → every 20)
     module = S.SelfSLModule(net, S.finetune_config("cifar10"), MEAN, STD, 1, "accuracy", 4)
@@ -127,6 +129,6 @@ def test_fit_selfsl_recipe_and_determinism():
     assert isinstance(sched, torch.optim.lr_scheduler.StepLR) and sched.step_size == 20 and sched.gamma == 0.1
     assert opt["optimizer"].defaults["nesterov"] and opt["lr_scheduler"]["interval"] == "epoch"
     # imbalanced data: class-balanced sampler (oversampling)
-    loader, cw = S.labelled_loader(ImageData(tr.images, np.r_[np.zeros(20, int), np.ones(4, int)]), cfg, 2, True)
+    loader, cw = labelled_loader(ImageData(tr.images, np.r_[np.zeros(20, int), np.ones(4, int)]), cfg, 2, True)
     drawn = torch.cat([y for _, y in loader])
     assert cw is None and 0.3 < drawn.float().mean() < 0.7

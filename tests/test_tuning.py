@@ -10,7 +10,8 @@ from classification import tuning as T
 from classification.data import ImageData
 from classification.fixmatch import fixmatch_config
 from classification.selfsl import finetune_config, pretrain, pretrain_config
-from classification.training import KeepBest, TrainConfig
+from classification import paradigms
+from classification.training import FitTask, KeepBest, TrainConfig
 from core.errors import UserError
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -109,23 +110,21 @@ def _data(n, C=2, seed=0):
 
 def test_real_fits_fixmatch_selfsl_supervised(tmp_path):
     tr, va, un = _data(8), _data(8, seed=1), _data(24, seed=2)
-    common = dict(n_classes=2, mean=MEAN, std=STD, metric="accuracy", imbalanced=False, seed=0)
-    fm = T.make_fit_fn("fixmatch", tr, va, unlabelled=un, **common)
-    assert fm.accepts_callbacks
+    fm = paradigms.fit_fn("fixmatch", FitTask(tr, va, 2, MEAN, STD, unlabelled=un))
     cfg = replace(fixmatch_config("cifar10", "smoke"), epochs=2, steps_per_epoch=1)
     best, path = T.tune("fixmatch", fm, cfg, tmp_path / "fm")
     assert set(best) == {"lr", "weight_decay"} and len(json.loads(path.read_text())["trials"]) == 4
     ck = pretrain(un.images, replace(pretrain_config("cifar10", "smoke"), epochs=1, batch_size=8), MEAN, STD, seed=0)
-    ss = T.make_fit_fn("selfsl", tr, va, pretrained_state=ck, **common)
+    ss = paradigms.fit_fn("selfsl", FitTask(tr, va, 2, MEAN, STD, pretrained=ck))
     space = {"lr": [0.01], "weight_decay": [5e-4], "augmentation": ["randaugment_weak", "standard"]}
     best, _ = T.tune("selfsl", ss, replace(finetune_config("cifar10", "smoke"), epochs=1), tmp_path / "ss", space=space)
     assert best["augmentation"] in space["augmentation"]
-    sup = T.make_fit_fn("supervised", tr, va, **common)
+    sup = paradigms.fit_fn("supervised", FitTask(tr, va, 2, MEAN, STD))
     from classification.presets import PRESETS
     best, _ = T.tune("supervised", sup, replace(PRESETS["smoke"].train, min_train=16), tmp_path / "st",
                      space={"lr": [0.1], "weight_decay": [5e-3], "augmentation": ["standard"]})
     assert best == {"augmentation": "standard", "lr": 0.1, "weight_decay": 5e-3}
     with pytest.raises(UserError, match="paradigm"):
-        T.make_fit_fn("mixmatch", tr, va, **common)
+        paradigms.fit_fn("mixmatch", FitTask(tr, va, 2, MEAN, STD))
     with pytest.raises(UserError, match="unlabelled"):
-        T.make_fit_fn("fixmatch", tr, va, **common)
+        paradigms.fit_fn("fixmatch", FitTask(tr, va, 2, MEAN, STD))
