@@ -128,3 +128,41 @@ def plot_ppm(ppm: PPM, path: Path, title: str = "Pairwise penalty matrix") -> No
 
 def ppm_from_runs(runs: Sequence[dict]) -> PPM:
     return pairwise_penalty_matrix(group_curves(runs))
+
+
+def plot_score_distribution(panels: Sequence[tuple[str, dict]], path: Path, title: str | None = None) -> None:
+    """Why these candidates were picked: per run (one panel each), the histogram of the pool's
+    scores in one cycle's query and the scores of the best picks (red ticks) — from the bounded
+    query summaries stored with the cycle records (``QueryResult.summary``)."""
+    plt = pyplot()
+    n = max(len(panels), 1)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.2 * rows), squeeze=False, layout="constrained")
+    for ax, (label, q) in zip(axes.ravel(), panels):
+        detail = q.get("detail", {})
+        score = detail.get("score")
+        pool, picked = q.get("pool"), q.get("picked", {})
+        if score is None and not pool:   # random placement: nothing was scored
+            ax.text(0.5, 0.5, f"{detail.get('rule', '?')}: no score", ha="center", va="center", transform=ax.transAxes)
+            ax.set_title(label, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        if pool:
+            edges, counts = np.asarray(pool["hist"]["edges"], float), np.asarray(pool["hist"]["counts"], float)
+            ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="0.7", label=f"pool ({pool['n']})")
+        top = [v for v in picked.get("scores", []) if v is not None]
+        if top:
+            ymax = ax.get_ylim()[1] if pool else 1.0
+            ax.vlines(top, 0, ymax * 0.25, color="tab:red", lw=1, label=f"picked (best {len(top)} of {q.get('n')})")
+        extra = f", β = {detail['beta']:.3g}" if isinstance(detail.get("beta"), (int, float)) else ""
+        ax.set_title(f"{label}: {detail.get('rule', '?')}{extra}", fontsize=9)
+        ax.set_xlabel(score or "score")
+        ax.set_ylabel("candidates")
+        ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    save_figure(fig, path)

@@ -129,13 +129,13 @@ class RunStore:
     """Open (or create) a run directory for ``config``.
 
     * new / empty directory → created, config written;
-    * our run with the same ``protocol`` config → resumed (``records`` / ``pool_state`` loaded);
+    * our run with the same config (older configs mapped on read) → resumed (``records`` / ``pool_state`` loaded);
     * our run with a different protocol config, a non-empty foreign directory, or corrupt files →
       ``UserError``; nothing is overwritten.
     ``resume=False`` refuses an existing run instead of continuing it.
     """
 
-    def __init__(self, run_dir: Path, config: dict, protocol_keys: list[str] | None = None, resume: bool = True):
+    def __init__(self, run_dir: Path, config: dict, resume: bool = True):
         self.dir = Path(run_dir)
         self.config = config
         self.records: list[dict] = []
@@ -149,7 +149,7 @@ class RunStore:
             if not isinstance(old, dict) or old.get(MARKER) != FORMAT:
                 raise UserError(f"{self.dir} is not a realistic-al run directory (config.json lacks the marker); refusing to overwrite")
             old_cfg, new_cfg = _upgrade(old.get("config", {})), _upgrade(_roundtrip(config))
-            keys = protocol_keys or sorted(set(new_cfg) | set(old_cfg))
+            keys = sorted(set(new_cfg) | set(old_cfg))
             diff = [k for k in keys if old_cfg.get(k) != new_cfg.get(k)]
             if diff:
                 raise UserError(f"{self.dir} holds a run with a different config ({', '.join(diff[:4])}); use another --out or delete it")

@@ -1,9 +1,12 @@
 """Summarise finished (or partial) runs of any experiment: budget curves, AUBC table, PPM.
 
     python -m experiments.report runs/classification/fashion_mnist/low/supervised [--metric accuracy] [--out DIR]
+    python -m experiments.report runs/segmentation/phantoms/low --scores 0     # + why the first query picked what it did
 
 Every run directory (``config.json`` + ``state.json``) found below the given paths is one curve;
-runs are grouped into settings by dataset and regime and into methods by ``method``.
+runs are grouped into settings by dataset and regime and into methods by ``method``.  ``--scores
+CYCLE`` also plots, per run, the score distribution of that cycle's query (pool histogram and the
+scores of the best picks, from the query summary stored with each cycle) to ``scores_cycleK.png``.
 """
 from __future__ import annotations
 
@@ -50,12 +53,32 @@ def collect(paths: Sequence[str], metric: str | None) -> tuple[list[dict], str]:
     return runs, metric
 
 
+def score_panels(paths: Sequence[str], cycle: int) -> list[tuple[str, dict]]:
+    """(label, query summary) of cycle ``cycle`` (−1: the last query) of every run below ``paths``."""
+    panels = []
+    for p in paths:
+        for cfg_path in sorted(Path(p).rglob("config.json")):
+            cfg, records = load_run(cfg_path.parent)
+            queried = [r for r in records if r.get("query")]
+            if "method" not in cfg or not queried:
+                continue
+            rec = queried[-1] if cycle == -1 else next((r for r in queried if r.get("cycle") == cycle), None)
+            if rec is not None:
+                panels.append((f"{cfg['method']} seed {cfg.get('seed', 0)} (cycle {rec['cycle']})", rec["query"]))
+    return panels
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = Parser(prog="python -m experiments.report", description=__doc__)
     p.add_argument("paths", nargs="+", help="run directories or folders containing them")
     p.add_argument("--metric", default=None, help="metric to plot (default: accuracy / balanced_accuracy / dice)")
     p.add_argument("--out", default=None, help="where to write curves.png, table.md, ppm.png (default: first path)")
+    p.add_argument("--scores", type=int, default=None, metavar="CYCLE",
+                   help="also plot the score distribution of cycle CYCLE's query (0 = the first query, -1 = the "
+                        "last) of every run to scores_cycleCYCLE.png")
     args = p.parse_args(argv)
+    if args.scores is not None and args.scores < -1:
+        p.error("--scores takes a cycle >= 0 or -1 (the last query)")
     runs, metric = collect(args.paths, args.metric)
     out = Path(args.out or args.paths[0])
     out.mkdir(parents=True, exist_ok=True)
@@ -67,6 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.plot_ppm(ppm, out / "ppm.png")
         print(json.dumps({"ppm_methods": ppm.methods, "wins": ppm.wins.round(3).tolist(),
                           "mean_row": ppm.mean_row.round(3).tolist(), "max": ppm.max_value}))
+    if args.scores is not None:
+        panels = score_panels(args.paths, args.scores)
+        if not panels:
+            raise UserError(f"no run below {', '.join(args.paths)} stored a query summary for cycle {args.scores} "
+                            "(runs written before query summaries were stored have none)")
+        name = f"scores_cycle{'last' if args.scores == -1 else args.scores}.png"
+        report.plot_score_distribution(panels, out / name, title=f"query scores, cycle {args.scores}")
+        print(f"wrote {out / name} ({len(panels)} run(s))")
     return 0
 
 

@@ -159,8 +159,14 @@ def _parse_labels(labels: dict, where: Path) -> list[str]:
     return [pairs[v] for v in vals]
 
 
-def _as_list(v) -> list:
-    return v if isinstance(v, list) else [v]
+def _paths(e: dict, key: str, i: int, root: Path, where: Path) -> list[tuple[str, Path]]:
+    """(as written, resolved) paths of a training entry's ``image`` or ``label`` (a path or a list)."""
+    out = []
+    for p in (e[key] if isinstance(e[key], list) else [e[key]]):
+        if not isinstance(p, str):
+            raise UserError(f"{where}: training entry {i}: {key} paths must be strings")
+        out.append((p, (root / p).resolve()))
+    return out
 
 
 def _cases_msd(root: Path, training: list, where: Path, ending: str, ood_ids: set) -> list[Case]:
@@ -170,10 +176,7 @@ def _cases_msd(root: Path, training: list, where: Path, ending: str, ood_ids: se
         if not isinstance(e, dict) or "image" not in e:
             raise UserError(f"{where}: training entry {i} needs \"image\" and \"label\"")
         images = []
-        for p in _as_list(e["image"]):
-            if not isinstance(p, str):
-                raise UserError(f"{where}: training entry {i}: image paths must be strings")
-            img = (root / p).resolve()
+        for p, img in _paths(e, "image", i, root, where):
             if not img.is_file():  # nnU-Net v2 style entry without the channel suffix
                 alt = sorted((root / "imagesTr").glob(strip_ext(Path(p).name) + "_[0-9][0-9][0-9][0-9]" + ending))
                 if not alt:
@@ -183,15 +186,11 @@ def _cases_msd(root: Path, training: list, where: Path, ending: str, ood_ids: se
                 images.append(img)
         if "label" not in e:
             raise UserError(f"{rel(base, images[0])}: no label declared in dataset.json")
-        labels = []
-        for p in _as_list(e["label"]):
-            if not isinstance(p, str):
-                raise UserError(f"{where}: training entry {i}: label paths must be strings")
-            lab = (root / p).resolve()
+        labels = [lab for _, lab in _paths(e, "label", i, root, where)]
+        for lab in labels:
             if not lab.is_file():
                 raise UserError(f"{rel(base, lab)}: label file missing for image {rel(base, images[0])}")
-            labels.append(lab)
-        name = str(e.get("id") or strip_ext(Path(_as_list(e["image"])[0]).name))
+        name = str(e.get("id") or strip_ext(Path(_paths(e, "image", i, root, where)[0][0]).name))
         if name in seen:
             raise UserError(f"{where}: case {name} listed twice")
         seen.add(name)

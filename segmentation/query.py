@@ -265,8 +265,8 @@ def claspe_patches(env: QueryEnv, pe_grids: list, cls_grids: list, n: int, rng: 
     region.  Final query: ``int(n·α)`` split evenly over classes (remainder to rng-chosen classes),
     ``n − int(n·α)`` from the PE stratum, each by descending noised score.  Should a stratum hold
     fewer candidates than its quota (the reference asserts), the shortfall is filled with the best
-    remaining candidates of any stratum.  Scores: each pick's un-noised stratum score; detail: the
-    per-stratum quotas and counts, the stratum of every pick and β."""
+    remaining candidates of any stratum.  Scores: each pick's (window-mean) PE, the score of the pool
+    distribution; detail: the per-stratum quotas and counts, the stratum of every pick and β."""
     C = env.n_classes
     strata = list(range(C)) + [-1]
     cand = {k: ([], [], []) for k in strata}
@@ -286,7 +286,7 @@ def claspe_patches(env: QueryEnv, pe_grids: list, cls_grids: list, n: int, rng: 
             flat, vals = sel.greedy(noised[k], max(int(n_img), 1))
             cand[k][0].append(env.pool.encode(img, flat))
             cand[k][1].append(vals)
-            cand[k][2].append(np.asarray(agg[k], dtype=np.float64).ravel()[flat])
+            cand[k][2].append(np.asarray(pe_grids[img], dtype=np.float64).ravel()[flat])
     ids = {k: np.concatenate(v[0]).astype(np.int64) for k, v in cand.items()}
     sc = {k: np.concatenate(v[1]) for k, v in cand.items()}
     base = {k: np.concatenate(v[2]) for k, v in cand.items()}

@@ -133,3 +133,29 @@ def test_exclusive_lock_refuses_a_second_holder(tmp_path):
         assert subprocess.run([sys.executable, "-c", code]).returncode == 3
     with exclusive(lock, "study out"):  # released after the block
         pass
+
+
+def test_old_segmentation_run_dirs_load_with_todays_names(tmp_path):
+    """Run directories written before the per-domain registry (``registry_name: seg_<name>``, no β)
+    are read with today's names: reports see ``claspe``, and ``--resume`` continues them."""
+    from core.store import FORMAT, MARKER, load_run
+    from experiments.report import collect
+    from segmentation import query as _seg  # noqa: F401  (registers the aliases)
+    old = {"experiment": "segmentation", "dataset": "Phantoms", "regime": "low", "method": "claspe",
+           "registry_name": "seg_claspe", "seed": 0}
+    run = tmp_path / "phantoms" / "low" / "claspe" / "seed0"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({MARKER: FORMAT, "config": old}))
+    rec = {"cycle": 0, "budget": 10, "metrics": {"mean_dice": 0.5}, "queried": [3, 4]}
+    (run / "state.json").write_text(json.dumps({"records": [rec], "pool": {"labelled_at": [0]}, "extra": {}}))
+    cfg, records = load_run(run)
+    assert cfg["method"] == "claspe" and "registry_name" not in cfg and cfg["beta"] == 1.0 and records == [rec]
+    new = {k: v for k, v in old.items() if k != "registry_name"} | {"beta": 1.0}
+    store = RunStore(run, new)                                  # resumes: same config once mapped
+    assert store.records == [rec]
+    runs, metric = collect([str(tmp_path)], None)
+    assert metric == "mean_dice" and [r["method"] for r in runs] == ["claspe"]
+    assert Q.canonical("segmentation", "seg_random_fg33") == "random_fg33"
+    assert Q.upgrade_config({"experiment": "segmentation", "method": "seg_pe"})["method"] == "pe"
+    with pytest.raises(UserError, match="different config"):
+        RunStore(run, new | {"beta": 2.0})

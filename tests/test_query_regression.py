@@ -43,17 +43,10 @@ def segmentation_setup():
     """(env, score grids, starting-budget ids) on 8 labelled 16³ volumes with 3 foreground classes."""
     from segmentation import query as segq
     from segmentation.patches import PatchPool, box_mean
+    from synthetic import box_volumes
     rng = np.random.default_rng(7)
     shape, n_img, patch = (16, 16, 16), 8, (4, 4, 4)
-    labels = []
-    for _ in range(n_img):
-        lab = np.zeros(shape, np.uint8)
-        o = rng.integers(1, 5, 3)
-        lab[o[0]:o[0] + 8, o[1]:o[1] + 8, o[2]:o[2] + 8] = 1
-        p = rng.integers(11, 13, 3)
-        lab[p[0]:p[0] + 3, p[1]:p[1] + 3, p[2]:p[2] + 3] = 2
-        lab[o[0] + 3:o[0] + 5, o[1] + 3:o[1] + 5, o[2] + 3:o[2] + 5] = 3
-        labels.append(lab)
+    labels = box_volumes(rng, n_img, shape, (1, 5), 8, (11, 13))
     pool = PatchPool([shape] * n_img, patch, 1)
     env = segq.QueryEnv(pool, labels.__getitem__, 3, 0.0, 8)
     start = segq.starting_budget(env, 10, np.random.default_rng(3))

@@ -49,6 +49,13 @@ def test_smoke_run_writes_everything(smoke_run, capsys):
     assert start(s1) == start(s2)
     table = (setting / "table.md").read_text()
     assert "ClaSP PE" in table and "Random 33% FG" in table and "FG-Eff" in table
+    # every query is stored with its scores: ClaSP's quotas and β, the pool's score distribution
+    q = _records(setting / "claspe" / "seed0")[1]["query"]
+    assert q["detail"]["method"] == "claspe" and q["detail"]["beta"] == pytest.approx(10 ** 0.5)
+    assert sum(q["detail"]["quota"].values()) == 20 and q["pool"]["n"] > 20 and len(q["picked"]["stratum"]) == 20
+    from experiments.report import main as report_main
+    assert report_main([str(setting), "--out", str(smoke_run / "rep"), "--scores", "1"]) == 0
+    assert (smoke_run / "rep" / "scores_cycle1.png").stat().st_size > 0
 
 
 def test_resume_after_crash_gives_identical_records(smoke_run, tmp_path, monkeypatch):

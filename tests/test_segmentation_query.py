@@ -10,20 +10,12 @@ from segmentation import query as segq
 
 SEG_METHODS = cq.names("segmentation")
 from segmentation.patches import PatchPool, box_mean
+from synthetic import box_volumes
 
 
 def phantom_env(n_img=8, shape=(20, 20, 20), patch=(4, 4, 4), ppi=20, seed=0):
     """Images with a big class-1 box, a small class-2 box and a tiny class-3 box."""
-    rng = np.random.default_rng(seed)
-    labels = []
-    for _ in range(n_img):
-        lab = np.zeros(shape, np.uint8)
-        o = rng.integers(2, 6, 3)
-        lab[o[0]:o[0] + 10, o[1]:o[1] + 10, o[2]:o[2] + 10] = 1
-        p = rng.integers(13, 16, 3)
-        lab[p[0]:p[0] + 3, p[1]:p[1] + 3, p[2]:p[2] + 3] = 2
-        lab[o[0] + 4:o[0] + 6, o[1] + 4:o[1] + 6, o[2] + 4:o[2] + 6] = 3
-        labels.append(lab)
+    labels = box_volumes(np.random.default_rng(seed), n_img, shape, (2, 6), 10, (13, 16))
     pool = PatchPool([shape] * n_img, patch, 1)
     return segq.QueryEnv(pool, labels.__getitem__, 3, 0.0, ppi), labels
 

@@ -26,13 +26,6 @@ def measures_for(model: str) -> list[str]:
     return list(UTYPE[model])
 
 
-def measure_of_type(model: str, utype: str) -> str | None:
-    for m, t in UTYPE[model].items():
-        if t == utype:
-            return m
-    return None
-
-
 def measure_maps(probs: torch.Tensor, measures) -> dict:
     """``probs[B, M, C, *S]`` → {measure: map[B, *S]} (float32 tensors)."""
     out = {}
