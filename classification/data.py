@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core import seeds
 from core.errors import UserError
 
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -148,7 +149,7 @@ def split_ids(targets: np.ndarray, n_classes: int, seed: int, long_tail: bool,
     Balanced datasets: a random ``val_fraction`` of the official train split (CIFAR: 5 000 of 50 000).
     Long-tailed: a *balanced* validation split of ``val_fraction`` per class is taken first; the long
     tail (ρ = 50, largest class = the remaining per-class count) is applied to the rest."""
-    rng = np.random.default_rng([int(seed), 0x5B])
+    rng = seeds.rng(seed, "split")
     n = len(targets)
     if not long_tail:
         perm = rng.permutation(n)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import query
+from core import query, seeds
 from core.errors import UserError
 from core.loop import ActiveLearningLoop
 from core.metrics import accuracy, balanced_accuracy, macro_f1
@@ -79,18 +79,18 @@ def prepare(setting: Setting, seed: int) -> Prepared:
     regime = get_regime(setting.dataset, setting.regime, setting.paradigm, s.n_classes, len(s.val))
     if preset.max_rounds is not None and regime.rounds > preset.max_rounds:
         regime = replace(regime, rounds=preset.max_rounds)
-    rng = np.random.default_rng([seed, 0xC1])
+    rng = seeds.rng(seed, "pool")
     pool_ids = D.subsample(s.train.targets, preset.pool_size, rng, s.n_classes)
     pool = s.train.subset(pool_ids)
-    test_ids = D.subsample(s.test.targets, preset.test_size, np.random.default_rng(0xE5), s.n_classes)
+    test_ids = D.subsample(s.test.targets, preset.test_size, seeds.rng(0, "test"), s.n_classes)
     val_size = min(regime.val_size, len(s.val))
     if info.rollout:  # §4.5: 25 per class first, the rest at random from the split
-        val_ids = D.label_strategy(s.val.targets, val_size, s.n_classes, np.random.default_rng([seed, 0xA2]),
+        val_ids = D.label_strategy(s.val.targets, val_size, s.n_classes, seeds.rng(seed, "val"),
                                    balanced=False, first_per_class=25)
     else:
         val_ids = D.label_strategy(s.val.targets, val_size - val_size % s.n_classes, s.n_classes,
-                                   np.random.default_rng([seed, 0xA2]), balanced=True)
-    start = D.label_strategy(pool.targets, regime.start, s.n_classes, np.random.default_rng([seed, 0xB3]),
+                                   seeds.rng(seed, "val"), balanced=True)
+    start = D.label_strategy(pool.targets, regime.start, s.n_classes, seeds.rng(seed, "start"),
                              balanced=not s.imbalanced)
     need = regime.start + sum(regime.query_sizes)
     if need > len(pool):
@@ -102,7 +102,7 @@ def prepare(setting: Setting, seed: int) -> Prepared:
 def train_seed(seed: int, cycle: int) -> int:
     """Training seed of a cycle: depends on (seed, cycle) only, so every method trains the same
     round-0 model and a resumed run retrains exactly what an uninterrupted one would."""
-    return int(seed) * 1009 + int(cycle)
+    return seeds.derive(seed, "train", cycle)
 
 
 def fit_fn_for(prep: Prepared, labelled_ids, seed: int, device: str, pretrained: dict | None = None):
@@ -158,7 +158,7 @@ class ClassificationRun:
         s = self.p.splits
         h = embed(net, self.p.test_data, s.mean, s.std, self.device, self.cfg.eval_batch_size)
         with torch.no_grad():
-            torch.manual_seed(train_seed(self.p.seed, 10_000))
+            torch.manual_seed(seeds.derive(self.p.seed, "eval"))
             probs = net.predict_probs(h, self.cfg.mc_samples)
         m = classification_metrics(self.p.test_data.targets, probs, s.n_classes)
         m["val_best"] = self.last_fit.get("best_val")

@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from core import seeds
 from core.errors import UserError
 from core.store import atomic_write
 
@@ -45,7 +46,7 @@ MIO_CLASSES = ("articulated_truck", "background", "bicycle", "bus", "car", "moto
 MIO_TOTAL = 519_164
 IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 FRACTIONS = (0.60, 0.15, 0.25)        # train (pool), val, test
-TEST_SEED = 0xE5
+TEST_SEED = seeds.derive(0, "test")   # the fixed test split of every run seed
 
 
 @dataclass
@@ -161,7 +162,7 @@ def split_rollout(targets: np.ndarray, seed: int, has_official_test: bool = Fals
         rest = ids
     else:
         rest, test = _stratified_split(ids, targets, FRACTIONS[2], TEST_SEED)
-    train, val = _stratified_split(rest, targets, FRACTIONS[1] / (FRACTIONS[0] + FRACTIONS[1]), seed)
+    train, val = _stratified_split(rest, targets, FRACTIONS[1] / (FRACTIONS[0] + FRACTIONS[1]), seeds.derive(seed, "split"))
     return train, val, test
 
 
@@ -276,7 +277,7 @@ def load_rollout(info, name: str, req, progress: Callable[[str], None] | None = 
     files, official_test = info.source(name, req.data_dir)
     C = len(files.classes)
     tr, va, te = split_rollout(files.targets, seed, has_official_test=official_test is not None)
-    rng = np.random.default_rng([int(seed), 0xD7])
+    rng = seeds.rng(seed, "subsample")
     tr = tr[subsample(files.targets[tr], req.max_train, rng, C)]
     va = va[subsample(files.targets[va], req.max_val, rng, C)]
     tag = name if not name.startswith("folder:") else "folder_" + hashlib.sha1(name.encode()).hexdigest()[:8]
@@ -284,10 +285,10 @@ def load_rollout(info, name: str, req, progress: Callable[[str], None] | None = 
     train = ImageData(decode(files, tr, **dec), files.targets[tr])
     val = ImageData(decode(files, va, **dec), files.targets[va])
     if official_test is not None:
-        te = subsample(official_test.targets, req.max_test, np.random.default_rng(TEST_SEED), C)
+        te = subsample(official_test.targets, req.max_test, seeds.rng(0, "test"), C)
         test = ImageData(decode(official_test, te, **{**dec, "name": tag + "_test"}), official_test.targets[te])
     else:
-        te = te[subsample(files.targets[te], req.max_test, np.random.default_rng(TEST_SEED), C)]
+        te = te[subsample(files.targets[te], req.max_test, seeds.rng(0, "test"), C)]
         test = ImageData(decode(files, te, **dec), files.targets[te])
     meta = {"classes": list(files.classes), "n_total": len(files.paths) + (len(official_test.paths) if official_test else 0),
             "expected_total": info.expected_total,

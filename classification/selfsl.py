@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core import seeds
 from core.errors import UserError
 from core.store import atomic_path, atomic_write
 
@@ -177,7 +178,7 @@ class SimCLRModule(L.LightningModule):
         self._loss_sum, self._loss_n = 0.0, 0
         self._knn_split = None
         if val is not None and len(val) >= 4:
-            rng = np.random.default_rng([seed, 0x4B])
+            rng = seeds.rng(seed, "knn")
             ids = rng.permutation(len(val))[: cfg.knn_size or len(val)]
             self._knn_split = (np.sort(ids[: len(ids) // 2]), np.sort(ids[len(ids) // 2:]))
 
@@ -329,9 +330,9 @@ def pretrain(images: torch.Tensor, cfg: SimCLRConfig, mean, std, seed: int, devi
         if progress is not None:
             progress(f"SimCLR: reusing {path.name}")
         return ckpt
-    L.seed_everything(seed, workers=True, verbose=False)
+    L.seed_everything(seeds.derive(seed, "simclr"), workers=True, verbose=False)
     if cfg.max_images is not None and cfg.max_images < len(images):
-        g = torch.Generator().manual_seed(int(seed) * 7919 + 17)
+        g = torch.Generator().manual_seed(seeds.derive(seed, "simclr", 1))
         images = images[torch.randperm(len(images), generator=g)[: cfg.max_images].sort().values]
     bs = min(cfg.batch_size, len(images))
     if bs < 2:

@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import seeds
 from .errors import UserError
 from .pool import Pool
 from .query import Evidence, QueryMethod
@@ -34,7 +35,8 @@ class SimulatedCrash(RuntimeError):
 
 
 def cycle_rng(seed: int, cycle: int) -> np.random.Generator:
-    return np.random.default_rng([int(seed), int(cycle), 0xA1])
+    """The generator of cycle ``cycle``'s query (``core.seeds`` purpose ``query``)."""
+    return seeds.rng(seed, "query", cycle)
 
 
 class ActiveLearningLoop:

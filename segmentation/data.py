@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from core import seeds
 from core.errors import UserError
 from core.store import atomic_dir, atomic_write_json
 
@@ -43,7 +44,7 @@ def split_cases(n: int, test_fraction: float = 0.25, seed: int = SPLIT_SEED) -> 
     if n < 2:
         raise UserError("need at least 2 cases to split into train+pool and test")
     n_test = min(max(int(round(n * test_fraction)), 1), n - 1)
-    perm = np.random.default_rng(seed).permutation(n)
+    perm = seeds.rng(seed, "split").permutation(n)
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
@@ -153,7 +154,7 @@ def prepare(root, cache_root, split_seed: int = SPLIT_SEED,
     with atomic_dir(final) as tmp:
         shapes, bboxes, ct_samples = [], {}, {c: [] for c, n in enumerate(ds.channel_names) if n.upper() == "CT"}
         train_set = set(train.tolist())
-        rng = np.random.default_rng(0)
+        rng = seeds.rng(0, "ct")
         for i, c in enumerate(ds.cases):
             lab = load_label(ds, c)
             img = load_image(ds, c)

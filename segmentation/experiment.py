@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from core import seeds
 from core.query import Evidence, QueryMethod
 
 from .data import Prepared
@@ -89,7 +90,7 @@ class SegmentationDomain:
     def initial_pool(self) -> PatchPool:
         """Pool with the starting budget labelled in cycle 0 (validates feasibility: UserError)."""
         pool = self.new_pool()
-        ids = starting_budget(self.env(pool), self.qs.query_size, np.random.default_rng([self.seed, 0x5B]),
+        ids = starting_budget(self.env(pool), self.qs.query_size, seeds.rng(self.seed, "start"),
                               self.data.class_names)
         pool.label(ids, 0)
         return pool
@@ -109,7 +110,7 @@ class SegmentationDomain:
         images = sorted(labels)
         classes_of = {j: set(np.unique(labels[j]).tolist()) - {self.ignore} for j in images}
         K = self.preset.ensemble
-        folds = cv_folds(images, classes_of, K, np.random.default_rng([*key, 0xF0]))
+        folds = cv_folds(images, classes_of, K, seeds.rng(*key[:1], "folds", *key[1:]))
         models = []
         self.hooks.start(f"training {K} model(s)", K * self.preset.iterations)
         for f in range(max(K, 1)):
@@ -117,7 +118,7 @@ class SegmentationDomain:
             tr = [j for j in images if j not in held] or images
             sampler = RegionSampler([self.data.image(self.train_cases[j]) for j in tr], [labels[j] for j in tr],
                                     self.plan.patch_size, self.n_classes, self.ignore,
-                                    np.random.default_rng([*key, f, 0x5A]), mirror=True)
+                                    seeds.rng(*key[:1], "regions", *key[1:], f), mirror=True)
             models.append(train_model(sampler, self.plan, self.preset, self.data.n_channels, self.n_classes,
                                       self.ignore, (*key, f), self.device, tick=self.hooks.tick))
         self.hooks.done()

@@ -9,7 +9,7 @@ Each volume (default 48³, 1 mm isotropic) holds, inside a textured 'body' (back
 
 Image formation: piecewise-constant intensities → Gaussian blur (partial volume) → multiplicative
 smooth bias field → additive Gaussian noise.  Every random draw comes from
-``numpy.random.default_rng([seed, case])``, so a case does not depend on how many are generated.
+``core.seeds.rng(seed, "phantom", case)``, so a case does not depend on how many are generated.
 The output is a real nnU-Net raw / MSD folder (``dataset.json``, ``imagesTr/``, ``labelsTr/`` with
 NIfTI files), written and read back by ``segmentation.msd`` like any downloaded dataset.
 """
@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from core import seeds
 from core.errors import UserError
 
 from .msd import NewCase, write_layout
 
 CLASS_NAMES = ["background", "organ", "vessel", "lesion"]
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2   # 2: draws from core.seeds (purpose "phantom")
 
 
 def _smooth_field(rng, shape, sigma: float) -> np.ndarray:
@@ -48,7 +49,7 @@ def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray
 
 def make_case(seed: int, case: int, size: int = 48) -> tuple[np.ndarray, np.ndarray]:
     """One phantom: (image float32 [S, S, S], label uint8 [S, S, S])."""
-    rng = np.random.default_rng([int(seed), int(case), 0x9A7])
+    rng = seeds.rng(seed, "phantom", case)
     S = int(size)
     grid = np.stack(np.meshgrid(*[np.arange(S, dtype=np.float32)] * 3, indexing="ij"), -1)
     centre = S / 2 + rng.uniform(-0.04, 0.04, 3) * S

@@ -19,6 +19,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+
+from core import seeds
 import torch.nn.functional as F
 
 from .plans import NetworkPlan, Preset
@@ -193,7 +195,7 @@ def train_model(sampler: RegionSampler, plan: NetworkPlan, preset: Preset, in_ch
                 ignore: int, seed_key: Sequence[int], device: str,
                 tick: Callable[[int], None] | None = None) -> torch.nn.Module:
     """One DynUNet trained from scratch for ``preset.iterations`` iterations."""
-    torch.manual_seed(int(np.random.default_rng([*map(int, seed_key), 0x70]).integers(2 ** 62)))
+    torch.manual_seed(seeds.derive(seed_key[0], "train", *seed_key[1:]))
     net = make_network(plan, in_channels, n_classes + 1, preset.deep_supervision).to(device)
     loss_fn = MaskedDiceCELoss(ignore_index=ignore)
     if preset.optimizer == "sgd":

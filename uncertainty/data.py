@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from core import seeds
 from core.errors import UserError
 from segmentation import msd
 
@@ -208,7 +209,7 @@ def make_toy(cfg: ToyConfig) -> SegData:
         raise UserError(f"toy data is 2D or 3D, not {cfg.dim}D")
     if cfg.size < 16:
         raise UserError("toy image size must be at least 16")
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, cfg.dim, cfg.size, 5]))
+    rng = seeds.rng(cfg.seed, "toy", cfg.dim, cfg.size)
     train = _iid(rng, cfg, cfg.n_train, cfg.blur_fraction, "tr")
     val = _iid(rng, cfg, cfg.n_val, cfg.blur_fraction, "va")
     test_iid = Split.concat([_make_cases(rng, cfg, cfg.n_test_iid, blur=False, prefix="tis"),
@@ -296,7 +297,7 @@ def load_msd(path, cfg: MSDConfig = MSDConfig(), log=print) -> SegData:
     ood = np.array([c.ood for c in cases])
     amb = (raters.max(1) != raters.min(1)).reshape(len(cases), -1).any(1)
     allc = Split(images, raters, ood, amb, np.where(ood, "ood", "none").astype("<U6"), [c.name for c in cases])
-    rng = np.random.default_rng(cfg.seed)
+    rng = seeds.rng(cfg.seed, "msd")
     iid = rng.permutation(np.flatnonzero(~ood))
     oo = rng.permutation(np.flatnonzero(ood))
     n_test = max(1, int(round(cfg.test_fraction * len(iid))))

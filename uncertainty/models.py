@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from core import seeds
 from core.store import atomic_write
 
 MODELS = ("softmax", "ttd", "ensemble", "tta", "ssn")
@@ -179,8 +180,8 @@ def train_net(kind: str, images: np.ndarray, raters: np.ndarray, dim: int, n_cla
     """Train one net from scratch: ``kind`` ∈ {det, ttd, ssn}.  A random rater is drawn per image
     and step (ambiguous cases teach the aleatoric part).  Deterministic for a given seed."""
     torch.manual_seed(seed)
-    g = torch.Generator(device="cpu").manual_seed(seed + 1)
-    dev_g = g if device == "cpu" else torch.Generator(device=device).manual_seed(seed + 2)
+    g = torch.Generator(device="cpu").manual_seed(seeds.derive(seed, "batches"))
+    dev_g = g if device == "cpu" else torch.Generator(device=device).manual_seed(seeds.derive(seed, "augment"))
     net = SegNet(dim, images.shape[1], n_classes, cfg, dropout=cfg.dropout if kind == "ttd" else 0.0,
                  ssn_rank=cfg.ssn_rank if kind == "ssn" else 0).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core import seeds
 from core.store import RunStore, atomic_write, atomic_write_json, atomic_write_text
 
 from . import report
@@ -117,7 +118,7 @@ class RunSpec:
 
 
 def _net_seed(seed: int, kind: str, k: int) -> int:
-    return int(np.random.SeedSequence([seed, {"det": 1, "ttd": 2, "ssn": 3}[kind], k]).generate_state(1)[0] % (2 ** 31 - 1))
+    return seeds.derive(seed, f"net:{kind}", k)
 
 
 def _save_npz(path: Path, arrays: dict) -> None:
@@ -209,7 +210,7 @@ class Runner:
         model = build_model(name, self._nets(seed, name), self.tc, self.spec.device, seed)
         preds = {}
         for sp in ("val", "test_iid", "test_ood", "pool"):
-            model.reset_rng(int(np.random.SeedSequence([seed, 7, SPLITS.index(sp)]).generate_state(1)[0]))
+            model.reset_rng(seeds.derive(seed, "predict", SPLITS.index(sp)))
             preds[sp] = predict_split(model, self.data.splits[sp], measures_for(name), batch=self.tc.eval_batch)
         rows, extras = evaluate(name, self.data.splits, preds, seed)
         arr = {f"risk/{sp}": v for sp, v in extras["risk"].items()}
@@ -250,7 +251,7 @@ class Runner:
         tmp = {(kind, k): path.with_name(f".{key}_{kind}{k}.pt") for kind, k in kinds}
         nets = {kk: self._load_or_train(seed, kk[0], kk[1], p, split=split) for kk, p in tmp.items()}
         model = build_model(learner, nets, self.tc, self.spec.device, seed)
-        model.reset_rng(seed)
+        model.reset_rng(seeds.derive(seed, "predict", len(SPLITS)))
         p = predict_split(model, self.data.splits["test_ood"], [], batch=self.tc.eval_batch)
         atomic_write_json(path, {"learner": learner, "queried": [int(i) for i in np.sort(q)],
                                  "dice_test_ood": float(np.mean(p.dice))})
@@ -280,7 +281,7 @@ class Runner:
         """[(measure, aggregation, query ids)] incl. ("random", "-", ids) first."""
         pool = self.data.splits["pool"]
         n_q = len(pool) // 2
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+        rng = seeds.rng(seed, "al")
         plan = [("random", "-", rng.permutation(len(pool))[:n_q])]
         for m, t in UTYPE[name].items():
             if t in ("PU", "EU") and m in self.spec.measures:
