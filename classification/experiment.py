@@ -201,7 +201,7 @@ def run_config(dataset: str, regime: Regime, paradigm: str, method: str, seed: i
     """The resolved config stored in the run directory (everything that defines the numbers);
     ``extra`` holds e.g. the tuned hyper-parameters and the SimCLR checkpoint used."""
     return {"experiment": "classification", "dataset": dataset, "regime": asdict(regime), "paradigm": paradigm,
-            "method": method, "beta": beta, "seed": seed, "preset": preset.name, "pool_size": preset.pool_size,
+            "method": method, "beta": beta, "seed": seed, "seeding": seeds.SEEDING, "preset": preset.name, "pool_size": preset.pool_size,
             "test_size": preset.test_size, "train": asdict(cfg), **(extra or {})}
 
 

@@ -303,7 +303,8 @@ def image_fingerprint(images: torch.Tensor, max_bytes: int = 64 << 20) -> str:
 
 
 def cache_path(cache_dir: str | Path, tag: str, seed: int, cfg: SimCLRConfig, images: torch.Tensor) -> Path:
-    key = json.dumps({"tag": tag, "seed": int(seed), "cfg": asdict(cfg), "images": image_fingerprint(images)},
+    key = json.dumps({"tag": tag, "seed": int(seed), "seeding": seeds.SEEDING, "cfg": asdict(cfg),
+                      "images": image_fingerprint(images)},
                      sort_keys=True, default=str)
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in tag)[:60]

@@ -24,6 +24,10 @@ import zlib
 
 import numpy as np
 
+# Version of the derivation scheme; run configs and caches record it, so a run or cache made under
+# another scheme is never resumed or reused as if its numbers were today's.
+SEEDING = 2
+
 
 def purpose_id(purpose: str) -> int:
     """Stable 32-bit id of a purpose name (CRC-32)."""

@@ -102,12 +102,12 @@ class _Bars:
 
 def _load_data(args, preset, pr: Progress, bars: _Bars):
     from segmentation.data import prepare
-    from segmentation.phantoms import write_phantoms
+    from segmentation.phantoms import GENERATOR_VERSION, write_phantoms
     out = Path(args.out)
     data_dir = Path(args.data_dir) if args.data_dir else out / "data"
     is_ph = args.dataset == "phantoms"
     if is_ph:
-        root = data_dir / f"phantoms-n{preset.phantom_n}-s{preset.phantom_size}-seed0"
+        root = data_dir / f"phantoms-v{GENERATOR_VERSION}-n{preset.phantom_n}-s{preset.phantom_size}-seed0"
         if not (root / "dataset.json").exists():
             bars.start("generating phantoms", preset.phantom_n)
         write_phantoms(root, n=preset.phantom_n, size=preset.phantom_size, seed=0,
@@ -138,7 +138,9 @@ def _check_patch_fits(data, qs):
 
 def _full_data_result(domain, data, preset, plan, out_dir: Path, log) -> dict:
     from core.store import atomic_write_json
-    key = hashlib.sha256(json.dumps({"data": data.data_key, "plan": plan.to_dict(), "preset": asdict(preset)},
+    from core import seeds
+    key = hashlib.sha256(json.dumps({"data": data.data_key, "plan": plan.to_dict(), "preset": asdict(preset),
+                                     "seeding": seeds.SEEDING},
                                     sort_keys=True).encode()).hexdigest()[:12]
     path = out_dir / "full_data" / f"{preset.name}-{key}.json"
     if path.exists():
@@ -158,7 +160,7 @@ def _full_data_result(domain, data, preset, plan, out_dir: Path, log) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
-    from core import metrics, query, report
+    from core import metrics, query, report, seeds
     from core.loop import ActiveLearningLoop
     from core.store import RunStore, atomic_write_text, load_run
     from segmentation.experiment import Hooks, SegmentationDomain
@@ -225,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config = {"experiment": "segmentation", "dataset": data.name, "data_key": data.data_key,
                           "regime": regime, "method": m, "beta": BETA, "seed": seed,
                           "preset": asdict(preset), "query": qs.to_dict(), "plan": plan.to_dict(),
-                          "overlap": args.overlap, "split_seed": args.split_seed}
+                          "overlap": args.overlap, "split_seed": args.split_seed, "seeding": seeds.SEEDING}
                 store = RunStore(run_dir, config, resume=args.resume)
                 run_dirs[(m, seed)] = run_dir
                 if store.done:

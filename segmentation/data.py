@@ -31,7 +31,7 @@ from core.store import atomic_dir, atomic_write_json
 
 from .msd import Layout, check_header, load_image, load_label, read_layout, rel
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4   # 4: the split is drawn by core.seeds
 SPLIT_SEED = 12345  # nnActive's RANDOM_SEED: the split is fixed across experiment seeds
 
 

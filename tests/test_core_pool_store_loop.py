@@ -137,7 +137,8 @@ def test_exclusive_lock_refuses_a_second_holder(tmp_path):
 
 def test_old_segmentation_run_dirs_load_with_todays_names(tmp_path):
     """Run directories written before the per-domain registry (``registry_name: seg_<name>``, no β)
-    are read with today's names: reports see ``claspe``, and ``--resume`` continues them."""
+    are read with today's names: reports see ``claspe``; the names and β do not block a resume — the
+    seeding version does (its numbers came from the older seed derivation), with a one-line error."""
     from core.store import FORMAT, MARKER, load_run
     from experiments.report import collect
     from segmentation import query as _seg  # noqa: F401  (registers the aliases)
@@ -151,8 +152,10 @@ def test_old_segmentation_run_dirs_load_with_todays_names(tmp_path):
     cfg, records = load_run(run)
     assert cfg["method"] == "claspe" and "registry_name" not in cfg and cfg["beta"] == 1.0 and records == [rec]
     new = {k: v for k, v in old.items() if k != "registry_name"} | {"beta": 1.0}
-    store = RunStore(run, new)                                  # resumes: same config once mapped
+    store = RunStore(run, new)                                  # same config once mapped
     assert store.records == [rec]
+    with pytest.raises(UserError, match=r"different config \(seeding\)"):
+        RunStore(run, new | {"seeding": 2})
     runs, metric = collect([str(tmp_path)], None)
     assert metric == "mean_dice" and [r["method"] for r in runs] == ["claspe"]
     assert Q.canonical("segmentation", "seg_random_fg33") == "random_fg33"

@@ -153,7 +153,7 @@ class Runner:
         self.al_aggs = [a for a in (spec.al_aggregations or PRESETS[spec.preset]["al_aggregations"])
                         if a in spec.aggregations]
         self.dir = Path(spec.out) / f"{tag}_{spec.preset}"
-        self.config = {"dataset": data_cfg, "train": tc.to_dict(), "al_learner": self.al_learner,
+        self.config = {"dataset": data_cfg, "train": tc.to_dict(), "al_learner": self.al_learner, "seeding": seeds.SEEDING,
                        "preset": spec.preset, "n_classes": self.data.n_classes}
         self._toy = spec.dataset in ("toy2d", "toy3d")
         self.store = None
