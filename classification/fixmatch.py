@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import lightning as L
 import numpy as np
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from core.errors import UserError
 
 from . import datasets
-from .augment import augment_batch, normalise
+from .augment import normalise
 from .data import ImageData
 from .model import ResNet18
 from .training import (Batches, FitTask, KeepBest, SupervisedModule, TrainConfig, balanced_class_weights, finish,
@@ -111,11 +110,10 @@ class PairedBatches:
 
 
 class FixMatchModule(SupervisedModule):
-    def __init__(self, net: ResNet18, cfg: FixMatchConfig, mean, std, metric: str, n_classes: int,
-                 class_weights: torch.Tensor | None = None, augment: Callable = augment_batch,
-                 unlabelled_targets: np.ndarray | None = None):
-        super().__init__(net, cfg, mean, std, cfg.steps_per_epoch, metric, n_classes, class_weights)
-        self.augment = augment
+    def __init__(self, net: ResNet18, cfg: FixMatchConfig, task: FitTask, class_weights: torch.Tensor | None = None):
+        super().__init__(net, cfg, task, cfg.steps_per_epoch, class_weights)
+        n_classes = task.n_classes
+        unlabelled_targets = None if task.unlabelled is None else task.unlabelled.targets
         self.register_buffer("da_history", torch.full((max(1, cfg.da_buffer), n_classes), 1.0 / n_classes))
         self.register_buffer("da_count", torch.zeros((), dtype=torch.long))
         self.u_targets = None if unlabelled_targets is None else torch.as_tensor(unlabelled_targets)
@@ -188,8 +186,7 @@ def fit_fixmatch(task: FitTask, cfg: FixMatchConfig, callbacks: list | None = No
         counts = np.bincount(train.targets, minlength=n_classes).astype(np.float64)
         sample_w = torch.as_tensor(1.0 / (counts[train.targets] * n_classes), dtype=torch.double)
     loader = PairedBatches(train, unlabelled, cfg.batch_size, cfg.mu, cfg.steps_per_epoch, sample_w)
-    module = FixMatchModule(net, cfg, task.mean, task.std, task.metric, n_classes, class_weights,
-                            task.augment or augment_batch, unlabelled.targets)
+    module = FixMatchModule(net, cfg, task, class_weights)
     keep = KeepBest()
     trainer = trainer_for(cfg, task.device, [keep, *(callbacks or [])], cfg.epochs)
     fit_interruptible(trainer, module, loader, Batches(task.val, cfg.eval_batch_size))

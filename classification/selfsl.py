@@ -470,8 +470,7 @@ def fit_selfsl(task: FitTask, cfg: SelfSLConfig, callbacks: list | None = None) 
     net = build_selfsl_net(task.pretrained, task.n_classes, cfg.dropout, getattr(cfg, "head_hidden", 512),
                            width=cfg.width, cifar_stem=task.cifar_stem)
     loader, class_weights = labelled_loader(task.train, cfg, task.n_classes, task.imbalanced)
-    module = SelfSLModule(net, cfg, task.mean, task.std, len(loader), task.metric, task.n_classes, class_weights,
-                          task.augment)
+    module = SelfSLModule(net, cfg, task, len(loader), class_weights)
     keep = KeepBest()
     trainer = trainer_for(cfg, task.device, [keep, *(callbacks or [])], cfg.epochs)
     fit_interruptible(trainer, module, loader, Batches(task.val, cfg.eval_batch_size))

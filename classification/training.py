@@ -135,12 +135,16 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 class SupervisedModule(L.LightningModule):
-    def __init__(self, net: ResNet18, cfg: TrainConfig, mean, std, steps_per_epoch: int,
-                 metric: str, n_classes: int, class_weights: torch.Tensor | None = None, augment=None):
+    """Cross-entropy training of ``net`` on augmented batches, validation metric per epoch; the
+    normalisation, classes, metric and augmentation come from the ``FitTask``."""
+
+    def __init__(self, net: ResNet18, cfg: TrainConfig, task: FitTask, steps_per_epoch: int,
+                 class_weights: torch.Tensor | None = None):
         super().__init__()
-        self.net, self.cfg, self.mean, self.std = net, cfg, mean, std
-        self.augment = augment or augment_batch
-        self.steps_per_epoch, self.metric, self.n_classes = steps_per_epoch, metric, n_classes
+        self.net, self.cfg, self.mean, self.std = net, cfg, task.mean, task.std
+        self.augment = task.augment or augment_batch
+        self.steps_per_epoch, self.metric, n_classes = steps_per_epoch, task.metric, task.n_classes
+        self.n_classes = n_classes
         self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(n_classes))
         self._val_pred: list[torch.Tensor] = []
         self._val_true: list[torch.Tensor] = []
@@ -272,8 +276,7 @@ def fit(task: FitTask, cfg: TrainConfig, callbacks: list | None = None) -> tuple
     net = ResNet18(task.n_classes, width=cfg.width, dropout=cfg.dropout, cifar_stem=task.cifar_stem)
     loader, class_weights = labelled_loader(task.train, cfg, task.n_classes, task.imbalanced)
     val_loader = Batches(task.val, cfg.eval_batch_size)
-    module = SupervisedModule(net, cfg, task.mean, task.std, len(loader), task.metric, task.n_classes, class_weights,
-                              task.augment)
+    module = SupervisedModule(net, cfg, task, len(loader), class_weights)
     keep = KeepBest()
     trainer = trainer_for(cfg, task.device, [keep, *(callbacks or [])], cfg.epochs)
     fit_interruptible(trainer, module, loader, val_loader)

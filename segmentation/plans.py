@@ -61,10 +61,11 @@ PRESETS = {
     "laptop": Preset("laptop", ensemble=2, iterations=300, batch_size=2, patch_voxels=32 ** 3,
                      base_filters=16, max_filters=64, max_pools=3, deep_supervision=False, amp=True,
                      tta_test=False, lr=1e-3, optimizer="adamw", sw_batch=4, phantom_n=24, phantom_size=48, seeds=1),
-    # tests: tiny volumes, two iterations
+    # tests: tiny volumes, two iterations; 16 phantoms (12 train+pool images) leave room for 5 loops of
+    # 20 non-overlapping patches whatever the phantom draw (12 did not for the generator-v2 phantoms)
     "smoke": Preset("smoke", ensemble=2, iterations=2, batch_size=1, patch_voxels=16 ** 3,
                     base_filters=16, max_filters=32, max_pools=2, deep_supervision=False, amp=False,
-                    tta_test=False, lr=1e-3, optimizer="adamw", sw_batch=2, phantom_n=12, phantom_size=24, seeds=1),
+                    tta_test=False, lr=1e-3, optimizer="adamw", sw_batch=2, phantom_n=16, phantom_size=24, seeds=1),
 }
 
 

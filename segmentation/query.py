@@ -35,7 +35,7 @@ from scipy import ndimage
 
 from core import query, selection
 from core.errors import UserError
-from core.query import POWER, SOFTRANK, STRATIFIED, TOPK, UNIFORM, QueryResult, Rule, Score
+from core.query import POWER, SOFTRANK, STRATIFIED, UNIFORM, QueryResult, Rule, Score
 
 from .patches import ImageSelector, PatchPool
 

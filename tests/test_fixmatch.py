@@ -43,12 +43,13 @@ def test_schedule_is_fixmatch_cosine():
 
 def test_distribution_alignment_pushes_to_uniform():
     net = ResNet18(3, width=4)
-    m = FM.FixMatchModule(net, replace(FM.fixmatch_config("cifar100", "smoke"), da_buffer=4), MEAN, STD, "accuracy", 3)
+    task = FitTask(_data(4), _data(4), 3, MEAN, STD)
+    m = FM.FixMatchModule(net, replace(FM.fixmatch_config("cifar100", "smoke"), da_buffer=4), task)
     p = torch.tensor([[0.8, 0.1, 0.1], [0.7, 0.2, 0.1]])
     q = m.align(p)
     assert torch.allclose(q.sum(1), torch.ones(2))
     assert q[:, 0].mean() < p[:, 0].mean()                      # the over-predicted class is damped
-    m2 = FM.FixMatchModule(net, FM.fixmatch_config("cifar100", "smoke"), MEAN, STD, "accuracy", 3)
+    m2 = FM.FixMatchModule(net, FM.fixmatch_config("cifar100", "smoke"), task)
     flat = torch.full((4, 3), 1 / 3)
     assert torch.allclose(m2.align(flat), flat)                 # already uniform → unchanged
     for _ in range(10):                                         # ring buffer of da_buffer batches

@@ -123,7 +123,7 @@ def test_fit_selfsl_recipe_and_determinism():
     net2, _ = S.fit_selfsl(task, cfg)
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), net2.state_dict().values()))
     # lr ÷ 10 every epochs // 4 epochs (thesis: 80 epochs → every 20)
-    module = S.SelfSLModule(net, S.finetune_config("cifar10"), MEAN, STD, 1, "accuracy", 4)
+    module = S.SelfSLModule(net, S.finetune_config("cifar10"), FitTask(tr, va, 4, MEAN, STD), 1)
     opt = module.configure_optimizers()
     sched = opt["lr_scheduler"]["scheduler"]
     assert isinstance(sched, torch.optim.lr_scheduler.StepLR) and sched.step_size == 20 and sched.gamma == 0.1
