@@ -162,14 +162,26 @@ class _Images:
             yield self.images[order[a:a + self.bs]]
 
 
+@dataclass
+class PretrainData:
+    """What SimCLR pre-trains on: uint8 train+pool images (never the validation split), their
+    normalisation, optionally a labelled validation split for the kNN monitor, and a cache tag."""
+    images: torch.Tensor
+    mean: tuple
+    std: tuple
+    val: ImageData | None = None
+    n_classes: int | None = None
+    tag: str = "data"
+
+
 class SimCLRModule(L.LightningModule):
-    def __init__(self, cfg: SimCLRConfig, mean, std, cifar_stem: bool, steps_per_epoch: int,
-                 val: ImageData | None = None, n_classes: int | None = None, seed: int = 0,
+    def __init__(self, cfg: SimCLRConfig, data: PretrainData, cifar_stem: bool, steps_per_epoch: int, seed: int = 0,
                  progress: Callable[[str], None] | None = None):
         super().__init__()
         from lightly.loss import NTXentLoss
         from lightly.models.modules import SimCLRProjectionHead
-        self.cfg, self.mean, self.std, self.steps_per_epoch = cfg, mean, std, steps_per_epoch
+        val, n_classes = data.val, data.n_classes
+        self.cfg, self.mean, self.std, self.steps_per_epoch = cfg, data.mean, data.std, steps_per_epoch
         self.backbone = _backbone(cfg.width, cifar_stem)
         self.projection = SimCLRProjectionHead(self.backbone.feature_dim, cfg.hidden_mlp, cfg.feat_dim)
         self.criterion = NTXentLoss(temperature=cfg.temperature)
@@ -311,15 +323,15 @@ def cache_path(cache_dir: str | Path, tag: str, seed: int, cfg: SimCLRConfig, im
     return Path(cache_dir) / f"simclr-{safe}-seed{seed}-{digest}.pt"
 
 
-def pretrain(images: torch.Tensor, cfg: SimCLRConfig, mean, std, seed: int, device: str = "cpu",
-             cache_dir: str | Path | None = None, tag: str = "data", val: ImageData | None = None,
-             n_classes: int | None = None, progress: Callable[[str], None] | None = None,
+def pretrain(data: PretrainData, cfg: SimCLRConfig, seed: int, device: str = "cpu",
+             cache_dir: str | Path | None = None, progress: Callable[[str], None] | None = None,
              _stop_after: int | None = None) -> dict:
-    """SimCLR on the uint8 ``images`` (train+pool only — never pass the validation split here).
+    """SimCLR on ``data.images`` (train+pool only — never pass the validation split here).
 
     Returns the checkpoint dict ``{"backbone": state_dict, "arch": {"width", "cifar_stem"}, "config",
     "knn_history": [(epoch, acc)], "n_images", "tag", "seed"}``; with ``cache_dir`` it is loaded from /
     saved to ``cache_path(...)`` (atomic) and an interrupted run resumes from its partial checkpoint."""
+    images, tag = data.images, data.tag
     if len(images) == 0:
         raise UserError("SimCLR pre-training needs at least one image")
     path = cache_path(cache_dir, tag, seed, cfg, images) if cache_dir is not None else None
@@ -340,7 +352,7 @@ def pretrain(images: torch.Tensor, cfg: SimCLRConfig, mean, std, seed: int, devi
         raise UserError("SimCLR needs at least 2 images per batch")
     loader = _Images(images, bs)
     cifar_stem = images.shape[-1] <= 64
-    module = SimCLRModule(cfg, mean, std, cifar_stem, len(loader), val, n_classes, seed, progress)
+    module = SimCLRModule(cfg, data, cifar_stem, len(loader), seed, progress)
     callbacks: list = [_Monitor()]
     ckpt_path = None
     if path is not None:
@@ -486,6 +498,6 @@ def pretrain_splits(splits, cfg: SimCLRConfig, seed: int, device: str = "cpu", c
     """SimCLR for one split seed: pre-trains on ``splits.train`` (train+pool — the validation split is
     never seen) or on ``images`` (e.g. the preset's pool subset, always drawn from the train split),
     with the kNN monitor on ``splits.val``; cached under ``cache_dir`` per (dataset, seed, config)."""
-    imgs = splits.train.images if images is None else images
-    return pretrain(imgs, cfg, splits.mean, splits.std, seed, device, cache_dir, tag=splits.name,
-                    val=splits.val, n_classes=splits.n_classes, progress=progress)
+    data = PretrainData(splits.train.images if images is None else images, splits.mean, splits.std, splits.val,
+                        splits.n_classes, splits.name)
+    return pretrain(data, cfg, seed, device, cache_dir, progress)

@@ -138,9 +138,9 @@ def _check_patch_fits(data, qs):
 
 def _full_data_result(domain, data, preset, plan, out_dir: Path, log) -> dict:
     from core.store import atomic_write_json
-    from core import seeds
+    from core.seeds import SEEDING
     key = hashlib.sha256(json.dumps({"data": data.data_key, "plan": plan.to_dict(), "preset": asdict(preset),
-                                     "seeding": seeds.SEEDING},
+                                     "seeding": SEEDING},
                                     sort_keys=True).encode()).hexdigest()[:12]
     path = out_dir / "full_data" / f"{preset.name}-{key}.json"
     if path.exists():
@@ -160,7 +160,8 @@ def _full_data_result(domain, data, preset, plan, out_dir: Path, log) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
-    from core import metrics, query, report, seeds
+    from core import metrics, query, report
+    from core.seeds import SEEDING
     from core.loop import ActiveLearningLoop
     from core.store import RunStore, atomic_write_text, load_run
     from segmentation.experiment import Hooks, SegmentationDomain
@@ -227,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config = {"experiment": "segmentation", "dataset": data.name, "data_key": data.data_key,
                           "regime": regime, "method": m, "beta": BETA, "seed": seed,
                           "preset": asdict(preset), "query": qs.to_dict(), "plan": plan.to_dict(),
-                          "overlap": args.overlap, "split_seed": args.split_seed, "seeding": seeds.SEEDING}
+                          "overlap": args.overlap, "split_seed": args.split_seed, "seeding": SEEDING}
                 store = RunStore(run_dir, config, resume=args.resume)
                 run_dirs[(m, seed)] = run_dir
                 if store.done:

@@ -53,12 +53,13 @@ def test_simclr_views_batched_and_seeded():
 def test_pretrain_cache_resume_and_knn(tmp_path):
     pool, val = _data(64), _data(24, seed=1)
     cfg = _cfg()
-    ck = S.pretrain(pool.images, cfg, MEAN, STD, seed=3, cache_dir=tmp_path, val=val, n_classes=4)
+    data = S.PretrainData(pool.images, MEAN, STD, val, 4)
+    ck = S.pretrain(data, cfg, seed=3, cache_dir=tmp_path)
     assert [e for e, _ in ck["knn_history"]] == [1, 2] and all(0 <= a <= 1 for _, a in ck["knn_history"])
     path = S.cache_path(tmp_path, "data", 3, cfg, pool.images)
     assert path.exists() and not path.with_suffix(".partial.ckpt").exists()
     # cached: reused without training
-    again = S.pretrain(pool.images, cfg, MEAN, STD, seed=3, cache_dir=tmp_path, _stop_after=0)
+    again = S.pretrain(S.PretrainData(pool.images, MEAN, STD), cfg, seed=3, cache_dir=tmp_path, _stop_after=0)
     assert all(torch.equal(ck["backbone"][k], again["backbone"][k]) for k in ck["backbone"])
     # a different seed / config / image set is a different checkpoint
     assert S.cache_path(tmp_path, "data", 4, cfg, pool.images) != path
@@ -67,9 +68,9 @@ def test_pretrain_cache_resume_and_knn(tmp_path):
     # killed after epoch 1 → resumes from the partial checkpoint and ends bit-identical
     other = tmp_path / "other"
     with pytest.raises(S.SimulatedKill):
-        S.pretrain(pool.images, cfg, MEAN, STD, seed=3, cache_dir=other, val=val, n_classes=4, _stop_after=1)
+        S.pretrain(data, cfg, seed=3, cache_dir=other, _stop_after=1)
     assert path.with_suffix(".partial.ckpt").name in {p.name for p in other.iterdir()}
-    resumed = S.pretrain(pool.images, cfg, MEAN, STD, seed=3, cache_dir=other, val=val, n_classes=4)
+    resumed = S.pretrain(data, cfg, seed=3, cache_dir=other)
     assert all(torch.equal(ck["backbone"][k], resumed["backbone"][k]) for k in ck["backbone"])
     assert resumed["knn_history"] == ck["knn_history"]
     assert [p.suffix for p in other.iterdir() if not p.name.startswith(".")] == [".pt"]
@@ -104,7 +105,7 @@ def test_selfsl_net_interface():
 
 
 def test_build_from_checkpoint_and_errors():
-    ck = S.pretrain(_data(32).images, _cfg(epochs=1, max_images=None), MEAN, STD, seed=0)
+    ck = S.pretrain(S.PretrainData(_data(32).images, MEAN, STD), _cfg(epochs=1, max_images=None), seed=0)
     net = S.build_selfsl_net(ck, 3, hidden=8)
     assert all(torch.equal(v, net.backbone.state_dict()[k]) for k, v in ck["backbone"].items())
     bad = {**ck, "arch": {"width": 8, "cifar_stem": True}}
@@ -113,7 +114,7 @@ def test_build_from_checkpoint_and_errors():
 
 
 def test_fit_selfsl_recipe_and_determinism():
-    ck = S.pretrain(_data(48).images, _cfg(epochs=1), MEAN, STD, seed=0)
+    ck = S.pretrain(S.PretrainData(_data(48).images, MEAN, STD), _cfg(epochs=1), seed=0)
     tr, va = _data(24), _data(16, seed=5)
     cfg = replace(S.finetune_config("cifar10", "smoke"), epochs=4)
     task = FitTask(tr, va, 4, MEAN, STD, seed=1, pretrained=ck)

@@ -9,7 +9,7 @@ import torch
 from classification import tuning as T
 from classification.data import ImageData
 from classification.fixmatch import fixmatch_config
-from classification.selfsl import finetune_config, pretrain, pretrain_config
+from classification.selfsl import PretrainData, finetune_config, pretrain, pretrain_config
 from classification import paradigms
 from classification.training import FitTask, KeepBest, TrainConfig
 from core.errors import UserError
@@ -114,7 +114,8 @@ def test_real_fits_fixmatch_selfsl_supervised(tmp_path):
     cfg = replace(fixmatch_config("cifar10", "smoke"), epochs=2, steps_per_epoch=1)
     best, path = T.tune("fixmatch", fm, cfg, tmp_path / "fm")
     assert set(best) == {"lr", "weight_decay"} and len(json.loads(path.read_text())["trials"]) == 4
-    ck = pretrain(un.images, replace(pretrain_config("cifar10", "smoke"), epochs=1, batch_size=8), MEAN, STD, seed=0)
+    ck = pretrain(PretrainData(un.images, MEAN, STD), replace(pretrain_config("cifar10", "smoke"), epochs=1, batch_size=8),
+                  seed=0)
     ss = paradigms.fit_fn("selfsl", FitTask(tr, va, 2, MEAN, STD, pretrained=ck))
     space = {"lr": [0.01], "weight_decay": [5e-4], "augmentation": ["randaugment_weak", "standard"]}
     best, _ = T.tune("selfsl", ss, replace(finetune_config("cifar10", "smoke"), epochs=1), tmp_path / "ss", space=space)
