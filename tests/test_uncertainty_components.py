@@ -112,8 +112,13 @@ def test_toy_shifts_and_splits():
     assert d.splits["pool"].ood.sum() == 4 and (~d.splits["pool"].ood).sum() == 4
     border = o.raters[o.shift == "border", 0]
     assert all(m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any() for m in border)
-    inside = d.splits["train"].raters[:, 2]
-    assert not any(m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any() for m in inside)
+    # i.i.d. objects are whole discs (one may touch the border pixel, none is cut by it): square bounding box
+    tr = d.splits["train"]
+
+    def extent(m):
+        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+        return rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    assert all(h == w for h, w in map(extent, tr.raters[~tr.ambiguous, 0]))
     imgs = d.splits["train"].images.reshape(len(d.splits["train"]), -1)
     np.testing.assert_allclose(imgs.mean(1), 0, atol=1e-5)            # z-scored per case
     d3 = make_toy(ToyConfig(dim=3, size=16, n_train=2, n_val=2, n_test_iid=1, n_test_ood=3, n_pool_iid=2, n_pool_ood=2))
