@@ -42,12 +42,14 @@ def cycle_rng(seed: int, cycle: int) -> np.random.Generator:
 class ActiveLearningLoop:
     def __init__(self, pool: Pool, *, train: Callable, evaluate: Callable, evidence: Callable,
                  query: QueryMethod, query_sizes: Sequence[int], store: RunStore, seed: int, beta: float = 1.0,
-                 context: Callable[[int], dict] | None = None, progress: Callable[[str], None] | None = None):
+                 context: Callable[[int], dict] | None = None, progress: Callable[[str], None] | None = None,
+                 on_cycle: Callable[[dict], None] | None = None):
         self.pool, self.train, self.evaluate, self.evidence = pool, train, evaluate, evidence
         self.query, self.query_sizes, self.store, self.seed = query, list(query_sizes), store, int(seed)
         self.beta = float(beta)
         self.context = context or (lambda cycle: {})
         self.progress = progress or (lambda msg: None)
+        self.on_cycle = on_cycle or (lambda record: None)   # after each committed cycle (study progress)
         self.n_cycles = len(self.query_sizes) + 1
 
     def check_schedule(self) -> None:
@@ -87,6 +89,7 @@ class ActiveLearningLoop:
                 record["query"] = result.summary()
                 record["timings"]["query_s"] = time.perf_counter() - t2
             self.store.commit(record, self.pool.state_dict())
+            self.on_cycle(record)
             if crash_after is not None and cycle == int(crash_after):
                 raise SimulatedCrash(f"simulated crash after cycle {cycle}")
         self.store.finish()

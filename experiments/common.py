@@ -4,13 +4,15 @@
 * ``add_common_args`` — ``--seeds --seed-offset --out --preset --resume --device --quiet``;
 * ``main_guard`` — runs ``main`` and turns ``UserError`` into one line on stderr with exit 2
   (no traceback), Ctrl-C into exit 130 with a note that ``--resume`` continues the run;
-* ``Progress`` — rich progress bars (silent with ``--quiet``).
+* ``add_executor_args`` / ``executor_from_args`` — ``--executor serial|ray|slurm`` and its options;
+* ``Progress`` — rich bars on a terminal, one plain line per finished unit elsewhere (silent with ``--quiet``).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
 from typing import Callable, Sequence
 
 from core.errors import UserError
@@ -61,6 +63,64 @@ def add_common_args(p: argparse.ArgumentParser, default_out: str) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _positive(kind: Callable, what: str, minimum: float = 1):
+    def parse(value: str):
+        try:
+            v = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {value!r}") from None
+        if not v >= minimum:
+            raise argparse.ArgumentTypeError(f"{what} must be >= {minimum}, got {value}")
+        return v
+    parse.__name__ = what
+    return parse
+
+
+def add_executor_args(p: argparse.ArgumentParser) -> None:
+    """``--executor serial|ray|slurm`` and its options: where the runs (jobs) of a command go."""
+    from core.executors import EXECUTORS
+    g = p.add_argument_group("execution (results do not depend on it)")
+    g.add_argument("--executor", type=choice(EXECUTORS, "executor"), default=None,
+                   help="serial: one job after the other in this process (default); ray: a local Ray instance "
+                        "(--workers, --threads, --gpus-per-run) or a cluster (--ray-address); slurm: job arrays "
+                        "per stage via submitit (--slurm-*). ray/slurm need pip install -e '.[cluster]'")
+    g.add_argument("--workers", type=_positive(int, "--workers"), default=None, metavar="N",
+                   help="concurrent jobs of a local Ray instance (default: CPU cores / --threads); --workers N > 1 "
+                        "without --executor means --executor ray")
+    g.add_argument("--threads", type=_positive(int, "--threads"), default=None, metavar="N",
+                   help="torch/BLAS threads per job, the same under every executor so numbers match "
+                        "(default: 1 on CPU, torch's choice on CUDA)")
+    g.add_argument("--gpus-per-run", type=_positive(float, "--gpus-per-run", 0), default=0.0, metavar="F",
+                   help="ray: GPUs per job, fractions allowed (0.25 = four jobs share a GPU; default 0)")
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="ray: join a running cluster (e.g. auto or ray://head:10001) instead of starting one")
+    g.add_argument("--retries", type=_positive(int, "--retries", 0), default=2, metavar="N",
+                   help="ray/slurm: rerun a job whose process died (killed, pre-empted, lost node) up to N times; "
+                        "it resumes from its last committed cycle (default 2)")
+    g.add_argument("--slurm-partition", default=None, metavar="P", help="slurm: partition (default: the cluster's)")
+    g.add_argument("--slurm-time", type=_positive(int, "--slurm-time"), default=60, metavar="MIN",
+                   help="slurm: time limit per job in minutes; a job that hits it is requeued and resumes (default 60)")
+    g.add_argument("--slurm-gpus", type=_positive(int, "--slurm-gpus", 0), default=0, metavar="N",
+                   help="slurm: GPUs per job (default 0)")
+    g.add_argument("--slurm-array-parallelism", type=_positive(int, "--slurm-array-parallelism"), default=64,
+                   metavar="N", help="slurm: at most N jobs of one array run at once (default 64)")
+    g.add_argument("--slurm-local", action="store_true",
+                   help="slurm: run the same job arrays through submitit's local executor on this machine "
+                        "(no Slurm needed; for trying a study file)")
+
+
+def executor_from_args(args: argparse.Namespace, device: str = "cpu"):
+    """(executor, threads per job) from ``add_executor_args`` flags."""
+    from core.executors import make_executor
+    kind = args.executor or ("ray" if (args.workers or 1) > 1 else "serial")
+    threads = args.threads or (1 if device == "cpu" else None)
+    ex = make_executor(kind, workers=args.workers, gpus_per_run=args.gpus_per_run, ray_address=args.ray_address,
+                       retries=args.retries, slurm_partition=args.slurm_partition, slurm_time=args.slurm_time,
+                       slurm_gpus=args.slurm_gpus, slurm_array_parallelism=args.slurm_array_parallelism,
+                       slurm_local=args.slurm_local)
+    return ex, threads
+
+
 def resolve_device(name: str) -> str:
     import torch
     if name == "auto":
@@ -71,8 +131,14 @@ def resolve_device(name: str) -> str:
 
 
 def main_guard(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
+    from core.study import StudyFailed
     try:
         code = main(argv)
+    except StudyFailed as e:   # the rest of the study ran; list what did not, one line each
+        sys.stderr.write("".join(f"{line}\n" for line in e.lines))
+        sys.stderr.write(f"error: {len(e.lines)} job(s) failed; fix the cause and rerun the same command "
+                         "(finished jobs are kept)\n")
+        sys.exit(1)
     except UserError as e:
         sys.stderr.write(f"error: {e}\n")
         sys.exit(2)
@@ -83,14 +149,26 @@ def main_guard(main: Callable[[Sequence[str] | None], int | None], argv: Sequenc
 
 
 class Progress:
-    """Thin wrapper over rich.progress: ``with Progress(quiet) as pr: t = pr.task("desc", total)``."""
+    """Progress for every CLI: ``with Progress(quiet) as pr: t = pr.task("desc", total)``.
 
-    def __init__(self, quiet: bool = False):
+    On a terminal: rich bars.  Elsewhere (a log file, a cluster job) no bars but one plain line per
+    finished unit, ``[12/40] cifar10/low/badge seed1 cycle 3/11 acc 0.612 (41 s)``: lines given to
+    ``advance(..., line=...)``, and for tasks made with ``lines=True`` one per ``advance`` (with the
+    task's description and the time since its previous line).  ``REALISTIC_AL_PROGRESS=bars|lines``
+    overrides the detection; ``--quiet`` / ``REALISTIC_AL_QUIET=1`` silence both.
+    """
+
+    def __init__(self, quiet: bool = False, lines: bool | None = None):
         self.quiet = quiet or os.environ.get("REALISTIC_AL_QUIET") == "1"
+        mode = os.environ.get("REALISTIC_AL_PROGRESS", "")
+        if lines is None:
+            lines = mode == "lines" or (mode != "bars" and not sys.stderr.isatty())
+        self.lines = bool(lines) and not self.quiet
         self._p = None
+        self._tasks: dict[int, dict] = {}
 
     def __enter__(self):
-        if not self.quiet:
+        if not self.quiet and not self.lines:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RP, TextColumn,
                                        TimeElapsedColumn, TimeRemainingColumn)
             self._p = RP(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -102,16 +180,47 @@ class Progress:
         if self._p is not None:
             self._p.__exit__(*exc)
 
-    def task(self, description: str, total: int | None):
-        return None if self._p is None else self._p.add_task(description, total=total)
+    def task(self, description: str, total: int | None, lines: bool = False):
+        """A bar; ``lines=True``: in line mode every ``advance`` of it prints a line."""
+        if self.quiet:
+            return None
+        tid = self._p.add_task(description, total=total) if self._p is not None else len(self._tasks)
+        self._tasks[tid] = {"desc": description, "total": total, "done": 0, "lines": lines, "t": time.perf_counter()}
+        return tid
 
-    def advance(self, task, n: int = 1, description: str | None = None):
-        if self._p is not None and task is not None:
+    def advance(self, task, n: int = 1, description: str | None = None, line: str | None = None):
+        """Advance ``task`` by ``n``; ``line``: the text of the finished unit (printed in line mode)."""
+        t = self._tasks.get(task) if task is not None else None
+        if t is None:
+            return
+        t["done"] += n
+        if description:
+            t["desc"] = description
+        if self._p is not None:
             self._p.update(task, advance=n, **({"description": description} if description else {}))
+        elif self.lines and (line is not None or (t["lines"] and n > 0)):
+            now = time.perf_counter()
+            text = line if line is not None else f"{t['desc']} ({now - t['t']:.0f} s)"
+            t["t"] = now
+            total = f"/{t['total']}" if t["total"] is not None else ""
+            print(f"[{t['done']}{total}] {text}", file=sys.stderr, flush=True)
+
+    def grow(self, task, total: int):
+        """Set a new total (work discovered on the way)."""
+        t = self._tasks.get(task) if task is not None else None
+        if t is None:
+            return
+        t["total"] = total
+        if self._p is not None:
+            self._p.update(task, total=total)
 
     def restart(self, task, total: int | None, description: str):
         """Reuse a bar for a new piece of work (shown again, count reset)."""
-        if self._p is not None and task is not None:
+        t = self._tasks.get(task) if task is not None else None
+        if t is None:
+            return
+        t.update(total=total, desc=description, done=0, t=time.perf_counter())
+        if self._p is not None:
             self._p.reset(task, total=total, description=description, visible=True)
 
     def hide(self, task):
@@ -122,4 +231,4 @@ class Progress:
         if self._p is not None:
             self._p.console.log(msg)
         elif not self.quiet:
-            print(msg, file=sys.stderr)
+            print(msg, file=sys.stderr, flush=True)

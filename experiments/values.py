@@ -11,7 +11,10 @@ Writes below ``--out``/``<dataset>_<preset>``: ``results.csv`` (tidy: model × m
 aggregation × task × metric × split × seed), ``summary.md`` (Table B.4 shape, downstream tables,
 closing note on the separation findings), ``maps_iid.png`` / ``maps_ood.png`` (uncertainty maps
 of every model for one case) and ``risk_coverage.png``.  Checkpoints and per-seed/per-model
-results are cached, so ``--resume`` continues an interrupted run.
+results are study jobs with their own directories, so ``--resume`` continues an interrupted run and
+``python -m experiments.study status OUT`` shows what is done.  Jobs run on any executor
+(``--executor serial|ray|slurm``); ``--workers N`` (default 2 on CPU) runs N Ray workers when Ray is
+installed (``pip install -e '.[cluster]'``), else the jobs run one after the other.
 
 A dataset path must hold an MSD / nnU-Net raw layout (``dataset.json``, ``imagesTr``,
 ``labelsTr``); several raters per case as ``labelsTr/<case>_NN.nii.gz``; shifted (OoD) cases
@@ -24,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from experiments.common import Parser, Progress, add_common_args, choice, main_guard, resolve_device
+from experiments.common import (Parser, Progress, add_common_args, add_executor_args, choice, executor_from_args,
+                                main_guard, resolve_device)
 
 from uncertainty.aggregation import AGGREGATIONS
 from uncertainty.measures import MEASURES
@@ -56,48 +60,72 @@ def build_parser() -> Parser:
     g.add_argument("--al-aggregations", nargs="+", type=choice(AGGREGATIONS, "aggregation"), default=None, metavar="A",
                    help="aggregations whose rankings are used as AL queries (each needs a retrain; default: all for "
                         "the thesis preset, patch for laptop/smoke)")
-    g.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="processes for training, evaluation and AL retrains (default: 2 on CPU, 1 on CUDA); "
-                        "results do not depend on it")
-    g.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch threads per process on CPU (default: 1 — these small nets gain nothing from "
-                        "intra-op threads, and on a shared CPU threads slow them down badly)")
     g.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     add_common_args(p, default_out="runs/values")
+    add_executor_args(p)
+    for a in p._actions:   # the testbed's defaults: 2 Ray workers on CPU, 1 thread per job
+        if a.dest == "workers":
+            a.help = ("concurrent jobs (nets, evaluations, AL retrains): N > 1 runs a local Ray instance with N "
+                      "workers (default: 2 on CPU when Ray is installed, else 1; 1 on CUDA); results do not depend on it")
+        if a.dest == "threads":
+            a.help = ("torch threads per job on CPU (default: 1 — these small nets gain nothing from intra-op "
+                      "threads, and on a shared CPU threads slow them down badly)")
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _check(args) -> None:
     from core.errors import UserError
     if args.seeds < 1:
         raise UserError("--seeds must be at least 1")
     if args.epochs is not None and args.epochs < 1:
         raise UserError("--epochs must be at least 1")
-    for flag in ("workers", "threads"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise UserError(f"--{flag} must be at least 1")
-    if args.dataset not in ("toy2d", "toy3d"):
-        path = Path(args.dataset)
-        if not path.exists():
-            raise UserError(f"unknown dataset {args.dataset!r}: not toy2d/toy3d and no such path")
-    device = resolve_device(args.device)
-    import torch
-    threads = args.threads or (1 if device == "cpu" else torch.get_num_threads())
-    torch.set_num_threads(threads)
-    workers = args.workers or (min(2, os.cpu_count() or 1) if device == "cpu" else 1)
-    from uncertainty.runner import RunSpec, Runner
-    spec = RunSpec(dataset=args.dataset, preset=args.preset, models=list(dict.fromkeys(args.models)),
+    if args.dataset not in ("toy2d", "toy3d") and not Path(args.dataset).exists():
+        raise UserError(f"unknown dataset {args.dataset!r}: not toy2d/toy3d and no such path")
+
+
+def run_spec(args, device: str, threads: int, workers: int = 1):
+    from uncertainty.runner import RunSpec
+    return RunSpec(dataset=args.dataset, preset=args.preset, models=list(dict.fromkeys(args.models)),
                    measures=list(dict.fromkeys(args.measures)), aggregations=list(dict.fromkeys(args.aggregations)),
                    tasks=list(dict.fromkeys(args.tasks)),
                    seeds=[args.seed_offset + i for i in range(args.seeds)], device=device, out=Path(args.out),
                    resume=args.resume, epochs=args.epochs, al_learner=args.al_learner,
                    al_aggregations=args.al_aggregations, workers=workers, threads=threads, plots=not args.no_plots)
+
+
+def domains(args, root: Path) -> list:
+    """The testbed as study domains (``python -m experiments.study``): one per dataset × preset."""
+    import sys
+    from uncertainty.runner import Runner, ValuesDomain
+    _check(args)
+    device = resolve_device(args.device)
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    runner = Runner(run_spec(args, device, args.threads or 1), progress=None, log=log)
+    return [ValuesDomain(runner, root)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _check(args)
+    device = resolve_device(args.device)
+    import torch
+    if args.executor is None and args.workers is None:
+        args.workers = 1
+        if device == "cpu" and (os.cpu_count() or 1) > 1:
+            try:
+                import ray  # noqa: F401  (the default: 2 Ray workers when the cluster extra is installed)
+                args.workers = 2
+            except ImportError:
+                pass
+    executor, threads = executor_from_args(args, device)
+    torch.set_num_threads(threads or torch.get_num_threads())
+    from uncertainty.runner import Runner
+    spec = run_spec(args, device, threads or torch.get_num_threads(), args.workers or 1)
     t0 = time.time()
     with Progress(args.quiet) as pr:
         runner = Runner(spec, progress=pr, log=pr.log)
         pr.log(runner.data.summary())
-        res = runner.run()
+        res = runner.run(executor, threads)
     md = res["summary"]
     note = md.split("## Closing note", 1)[1] if "## Closing note" in md else ""
     if not args.quiet:

@@ -1,17 +1,23 @@
-"""Resumable orchestration of the testbed: train → predict → evaluate → AL, per seed and model.
+"""The testbed on the study layer (``core.study``): train → predict → evaluate → AL, per seed and model.
 
-Run directory (``--out``/``<dataset>_<preset>``)::
+Its jobs: one trained net per (seed, kind, k) (det0..4, ttd0, ssn0), one evaluation per
+(seed, model), and — planned once the evaluations exist, because the query sets come from their
+scores — one AL retrain per distinct (seed, query set).  Any executor of ``core.executors`` runs
+them (``--executor serial|ray|slurm``; ``--workers N`` = Ray with N workers); every job seeds itself,
+so the numbers do not depend on where or in which order jobs ran.
 
-    config.json                      protocol (data + training config), realistic-al marker
-    state.json                       finished pieces (written after each one)
-    seed_<s>/nets/<kind><k>.pt       trained nets, cached per seed (det0..4, ttd0, ssn0)
-    seed_<s>/eval_<model>.csv        rows of every task but AL for (seed, model)
-    seed_<s>/eval_<model>.npz        aggregated scores, risks and two example maps (AL, plots)
-    seed_<s>/al/<key>.json           Dice on the shifted test set after one AL query (per query set)
+Run directory (``--out``/``<dataset>_<preset>``), one job directory each::
+
+    config.json                       protocol (data + training config), realistic-al marker
+    seed<s>/net_<kind><k>/net.pt      trained nets, cached per seed
+    seed<s>/eval_<model>/eval.csv     rows of every task but AL for (seed, model)
+    seed<s>/eval_<model>/eval.npz     aggregated scores, risks and two example maps (AL, plots)
+    seed<s>/al_<key>/al.json          Dice on the shifted test set after one AL query (per query set)
     results.csv  summary.md  maps_iid.png  maps_ood.png  risk_coverage.png
 
-Every file is written atomically; a rerun with ``--resume`` reuses every finished piece and
-produces the same numbers as an uninterrupted run.
+Every file is written atomically; a rerun with ``--resume`` runs only the jobs that are not done
+(status from the job directories: ``python -m experiments.study status OUT``) and produces the
+same numbers as an uninterrupted run.
 
 Active learning (``uncertainty.md`` §7.2, §10.4): rank the pool (i.i.d. + shifted) by the
 aggregated uncertainty, add the top 50 % to the training set, retrain from scratch with the same
@@ -26,9 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing as mp
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -38,6 +42,7 @@ import torch
 
 from core import seeds
 from core.store import RunStore, atomic_write, atomic_write_json, atomic_write_text
+from core.study import Job, JobRun, job_state
 
 from . import report
 from .aggregation import AGGREGATIONS
@@ -112,8 +117,8 @@ class RunSpec:
     epochs: int | None = None          # override the preset's epochs
     al_learner: str | None = None      # override the preset's AL learner
     al_aggregations: list | None = None  # override the preset's aggregations used for AL queries
-    workers: int = 1                   # processes for training / evaluation / AL jobs
-    threads: int = 1                   # torch threads per process on CPU
+    workers: int = 1                   # informational: concurrency is the executor's (experiments.values)
+    threads: int = 1                   # torch threads per job on CPU
     plots: bool = True
 
 
@@ -130,13 +135,14 @@ def _rows_csv(rows: list[dict]) -> str:
 
 
 class Runner:
-    """Runs a :class:`RunSpec`.  Work is split into jobs — train one net, evaluate one (seed, model),
-    retrain for one AL query set — that each write their own files atomically and are skipped when
-    their file exists; with ``workers > 1`` the jobs of a phase run in a process pool (the results
-    do not depend on the scheduling: every job seeds itself)."""
+    """Runs a :class:`RunSpec`.  Work is split into study jobs (:class:`ValuesDomain`) — train one
+    net, evaluate one (seed, model), retrain for one AL query set — that each write their own
+    directory atomically; ``run(executor)`` executes them with any ``core.executors`` executor (the
+    results do not depend on the scheduling: every job seeds itself) and then writes the tables."""
 
     def __init__(self, spec: RunSpec, progress=None, log=print, _worker_data=None):
         self.spec, self.log, self.pr = spec, log, progress
+        self._t0 = time.time()
         if _worker_data is not None:
             self.data, data_cfg, tag = _worker_data
         else:
@@ -159,30 +165,27 @@ class Runner:
         self.store = None
         if _worker_data is None:
             self.store = RunStore(self.dir, self.config, resume=spec.resume)
-            self.done = set(self.store.extra.get("done", []))
+            if self.store.pool_state is None and not (self.dir / "state.json").exists():
+                self.store.save_extra({"layout": "study"})   # marks the directory as holding a run (--resume)
 
-    # ---------------------------------------------------------------------------- bookkeeping
-    def _mark(self, piece: str) -> None:
-        if self.store is not None:
-            self.done.add(piece)
-            self.store.save_extra({"done": sorted(self.done)})
+    def eval_models(self) -> list[str]:
+        """Models to evaluate: the requested ones plus the backbone baseline when AL retrains it."""
+        sp = self.spec
+        extra = ["softmax"] if self.want_al() and self.al_learner != "pm" and "softmax" not in sp.models else []
+        return list(sp.models) + extra
 
-    def _task(self, desc, total):
-        return self.pr.task(desc, total) if self.pr is not None else None
-
-    def _adv(self, t, n=1, description=None):
-        if self.pr is not None:
-            self.pr.advance(t, n, description)
+    def want_al(self) -> bool:
+        return "al" in self.spec.tasks and self._al_possible()
 
     def net_path(self, seed: int, kind: str, k: int) -> Path:
-        return self.dir / f"seed_{seed}" / "nets" / f"{kind}{k}.pt"
+        return self.dir / f"seed{seed}" / f"net_{kind}{k}" / "net.pt"
 
     def eval_paths(self, seed: int, model: str) -> tuple[Path, Path]:
-        d = self.dir / f"seed_{seed}"
-        return d / f"eval_{model}.csv", d / f"eval_{model}.npz"
+        d = self.dir / f"seed{seed}" / f"eval_{model}"
+        return d / "eval.csv", d / "eval.npz"
 
     def al_path(self, seed: int, key: str) -> Path:
-        return self.dir / f"seed_{seed}" / "al" / f"{key}.json"
+        return self.dir / f"seed{seed}" / f"al_{key}" / "al.json"
 
     # ---------------------------------------------------------------------------- jobs
     def _load_or_train(self, seed: int, kind: str, k: int, path: Path, split: Split | None = None):
@@ -258,24 +261,6 @@ class Runner:
         for f in tmp.values():  # the retrained nets are only needed for this number
             f.unlink(missing_ok=True)
 
-    # ---------------------------------------------------------------------------- job execution
-    def _run_jobs(self, jobs: list[tuple[str, tuple, str]], desc: str) -> None:
-        """jobs: (method, args, piece name).  Inline or in the process pool; marks pieces done."""
-        if not jobs:
-            return
-        t = self._task(desc, len(jobs))
-        if self._pool is None:
-            for meth, args, piece in jobs:
-                getattr(self, meth)(*args)
-                self._mark(piece)
-                self._adv(t)
-            return
-        futs = {self._pool.submit(_dispatch, meth, args): piece for meth, args, piece in jobs}
-        for f in as_completed(futs):
-            f.result()
-            self._mark(futs[f])
-            self._adv(t)
-
     # ---------------------------------------------------------------------------- AL rows
     def _al_plan(self, seed: int, name: str, arr: dict) -> list[tuple]:
         """[(measure, aggregation, query ids)] incl. ("random", "-", ids) first."""
@@ -316,50 +301,30 @@ class Runner:
         return rows
 
     # ---------------------------------------------------------------------------- main
-    def run(self) -> dict:
-        sp = self.spec
-        t0 = time.time()
-        self._pool = None
-        if sp.workers > 1:
-            self._pool = ProcessPoolExecutor(sp.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                             initargs=(sp, self._loaded, sp.threads))
-        try:
-            return self._run(t0)
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(cancel_futures=True)
+    def run(self, executor=None, threads: int | None = None) -> dict:
+        """Run every job that is not done with ``executor`` (default: serially in this process),
+        then write results.csv, summary.md and the plots; returns them (see :meth:`finish`)."""
+        from core.executors import SerialExecutor
+        from core.study import Study, StudyFailed
+        domain = ValuesDomain(self, Path(self.spec.out))
+        res = Study(Path(self.spec.out), [domain]).run(executor or SerialExecutor(), progress=self.pr,
+                                                       threads=threads if threads is not None else self.spec.threads)
+        if not res.ok:
+            raise StudyFailed(res)
+        return self.result
 
-    def _run(self, t0: float) -> dict:
+    def finish(self) -> dict:
+        """Driver side, all jobs done: collect every (seed, model) and AL row, write the outputs."""
         sp = self.spec
-        want_al = "al" in sp.tasks and self._al_possible()
-        eval_models = list(sp.models) + (["softmax"] if want_al and self.al_learner != "pm" and "softmax" not in sp.models else [])
-        # phase 1: every net of every seed (slow kinds first, for a balanced pool)
-        nets = sorted({(s, kind, k) for s in sp.seeds for m in eval_models for kind, k in nets_needed(m, self.tc)},
-                      key=lambda x: ({"ssn": 0, "ttd": 1, "det": 2}[x[1]], x[0], x[2]))
-        self._run_jobs([("job_train", n, f"seed_{n[0]}/nets/{n[1]}{n[2]}") for n in nets
-                        if not self.net_path(*n).exists()], "train nets")
-        # phase 2: evaluate every (seed, model)
-        self._run_jobs([("job_eval", (s, m), f"seed_{s}/eval_{m}") for s in sp.seeds for m in eval_models
-                        if not all(p.exists() for p in self.eval_paths(s, m))], "evaluate (seed × model)")
         arrays, all_rows = {}, []
         for s in sp.seeds:
-            for m in eval_models:
+            for m in self.eval_models():
                 csv, npz = self.eval_paths(s, m)
                 with np.load(npz) as z:
                     arrays[(s, m)] = {k: z[k] for k in z.files}
                 if m in sp.models:
                     all_rows += pd.read_csv(csv).to_dict("records")
-        # phase 3: active learning — one retrain per distinct query set
-        if want_al:
-            jobs = {}
-            for s in sp.seeds:
-                for m in sp.models:
-                    learner = m if self.al_learner == "pm" else "softmax"
-                    for _, _, q in self._al_plan(s, m, arrays[(s, m)]):
-                        key = self._al_key(learner, q)
-                        if not self.al_path(s, key).exists():
-                            jobs[(s, key)] = ("job_al", (s, learner, [int(i) for i in q]), f"seed_{s}/al/{key}")
-            self._run_jobs(list(jobs.values()), f"AL retrains ({self.al_learner})")
+        if self.want_al():
             for s in sp.seeds:
                 for m in sp.models:
                     all_rows += self._al_rows(s, m, arrays[(s, m)], arrays.get((s, "softmax")))
@@ -370,24 +335,85 @@ class Runner:
         df = df.sort_values(["task", "metric", "split", "model", "measure", "aggregation", "seed"]).reset_index(drop=True)
         atomic_write_text(self.dir / "results.csv", df.to_csv(index=False))
         out = {"dir": self.dir, "results": df}
-        md, checks = report.summary_markdown(df, self, time.time() - t0)
+        md, checks = report.summary_markdown(df, self, time.time() - self._t0)
         atomic_write_text(self.dir / "summary.md", md)
         out["summary"], out["checks"] = md, checks
         if sp.plots:
             out["plots"] = report.plots(self, arrays)
         self.store.finish()
+        self.result = out
         return out
 
 
-# ------------------------------------------------------------------------------------ workers
-_W: Runner | None = None
+# ------------------------------------------------------------------------------------ the study domain
+_NET_ORDER = {"ssn": 0, "ttd": 1, "det": 2}   # slow kinds first, for a balanced pool of workers
 
 
-def _init_worker(spec: RunSpec, loaded, threads: int) -> None:
-    global _W
-    torch.set_num_threads(max(1, threads))
-    _W = Runner(spec, progress=None, log=lambda *a: None, _worker_data=loaded)
+class ValuesDomain:
+    """The testbed's jobs for ``core.study``: nets per seed → evaluations per (seed, model) → AL
+    retrains per (seed, query set), the last planned once the evaluation they rank by is done."""
+
+    def __init__(self, runner: Runner, root: Path):
+        self.r, self.root = runner, Path(root)
+        self.prefix = runner.dir.resolve().relative_to(self.root.resolve()).as_posix()
+        self.name = f"values/{self.prefix}"
+        self.protocol = {k: runner.config[k] for k in ("dataset", "train", "seeding")}
+
+    def _name(self, path: Path) -> str:
+        return path.parent.resolve().relative_to(self.root.resolve()).as_posix()
+
+    def context(self):
+        return (self.r.spec, self.r._loaded)
+
+    def jobs(self) -> list[Job]:
+        r, sp = self.r, self.r.spec
+        tag = self.prefix
+        nets = sorted({(s, kind, k) for s in sp.seeds for m in r.eval_models() for kind, k in nets_needed(m, r.tc)},
+                      key=lambda x: (_NET_ORDER[x[1]], x[0], x[2]))
+        jobs = [Job(self._name(r.net_path(s, kind, k)), "train", values_job,
+                    {"protocol": self.protocol, "job": "train", "seed": s, "net": kind, "k": k},
+                    label=f"{tag} seed{s} train {kind}{k}", outputs=("net.pt",)) for s, kind, k in nets]
+        evals = {}
+        for s in sp.seeds:
+            for m in r.eval_models():
+                deps = tuple(self._name(r.net_path(s, kind, k)) for kind, k in nets_needed(m, r.tc))
+                evals[(s, m)] = Job(self._name(r.eval_paths(s, m)[0]), "eval", values_job,
+                                    {"protocol": self.protocol, "job": "eval", "seed": s, "model": m}, deps=deps,
+                                    label=f"{tag} seed{s} evaluate {m}", outputs=("eval.csv", "eval.npz"))
+        jobs += list(evals.values())
+        if r.want_al():   # query sets come from the evaluations' pool scores: planned once a seed's exist
+            al = {}
+            for s in sp.seeds:
+                if any(job_state(self.root, evals[(s, m)].name).status != "done" for m in sp.models):
+                    continue
+                for m in sp.models:
+                    learner = m if r.al_learner == "pm" else "softmax"
+                    with np.load(r.eval_paths(s, m)[1]) as z:
+                        arr = {k: z[k] for k in z.files if k.startswith("score/pool/")}
+                    for _, _, q in r._al_plan(s, m, arr):
+                        key = r._al_key(learner, q)   # the set decides the key; the ranking order is the
+                        name = self._name(r.al_path(s, key))   # training order (the last model's wins)
+                        al[name] = Job(name, "al", values_job,
+                                       {"protocol": self.protocol, "job": "al", "seed": s, "learner": learner,
+                                        "queried": [int(i) for i in q]},
+                                       label=f"{tag} seed{s} AL retrain {learner} {key[:6]}", outputs=("al.json",))
+            jobs += list(al.values())
+        return jobs
+
+    def finish(self, result) -> None:
+        self.r.finish()
 
 
-def _dispatch(meth: str, args: tuple):
-    return getattr(_W, meth)(*args)
+def values_job(context, run: JobRun):
+    """Study job function (any process): train one net, evaluate one model or retrain for one query set."""
+    spec, loaded = context
+    r = Runner(spec, progress=None, log=lambda *a: None, _worker_data=loaded)
+    c = run.config
+    if c["job"] == "train":
+        r.job_train(c["seed"], c["net"], c["k"])
+    elif c["job"] == "eval":
+        r.job_eval(c["seed"], c["model"])
+    elif c["job"] == "al":
+        r.job_al(c["seed"], c["learner"], c["queried"])
+    else:  # pragma: no cover - the domain declares only these
+        raise ValueError(f"unknown values job {c['job']!r}")
