@@ -22,6 +22,8 @@ import importlib
 import os
 import shlex
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,78 @@ def _crash_message(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+# Ray's own fate-sharing stops the raylet, GCS and workers within seconds of the driver's death, but
+# its two agents linger ~60 s (a hard-coded timeout publishing "raylet died" to the dead GCS).  This
+# guard follows the process tree of the instance the driver started (once a second) while blocked on
+# a pipe from the driver, so it wakes however the driver ends, and then SIGKILLs every process of
+# that tree still alive (same pid and start time).
+_GUARD = r"""
+import os, select, signal, sys, time
+heads = {int(p) for p in sys.argv[1:]}
+known = {}
+
+def table():
+    out = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+                out[int(p)] = (int(f[1]), f[19])
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+def follow():
+    t = table()
+    known.update({h: t[h][1] for h in heads if h in t and h not in known})
+    grew = True
+    while grew:
+        grew = False
+        for pid, (ppid, start) in t.items():
+            if ppid in known and pid not in known:
+                known[pid], grew = start, True
+    return t
+
+while True:
+    follow()
+    ready, _, _ = select.select([sys.stdin], [], [], 1.0)
+    if ready and not os.read(sys.stdin.fileno(), 4096):
+        break
+for sweep in range(3):
+    t = table()
+    for pid, start in known.items():
+        if pid != os.getpid() and pid in t and t[pid][1] == start:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    time.sleep(0.5)
+"""
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.add(int(p))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def _start_guard(before: set[int]):
+    """Fate-share the local Ray instance just started with this process (Linux; else None)."""
+    if not Path("/proc/self/environ").exists():
+        return None
+    heads = sorted(_children(os.getpid()) - before)
+    if not heads:
+        return None
+    return subprocess.Popen([sys.executable, "-c", _GUARD, *map(str, heads)], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 class RayExecutor(Executor):
     name = "ray"
     retries_natively = True
@@ -116,7 +190,7 @@ class RayExecutor(Executor):
     def session(self, root, contexts, threads):
         ray = _require("ray", "ray")
         self.root, self.threads = Path(root), threads
-        started = False
+        started, guard = False, None
         if not ray.is_initialized():
             kw = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                       runtime_env={"env_vars": worker_env(threads)})
@@ -126,7 +200,9 @@ class RayExecutor(Executor):
                     ray.init(address=self.address, **kw)
                 else:
                     workers = self.workers or max(1, (os.cpu_count() or 1) // max(1, threads or 1))
+                    before = _children(os.getpid()) if Path("/proc").is_dir() else set()
                     ray.init(address="local", num_cpus=workers * max(1, threads or 1), **kw)
+                    guard = _start_guard(before)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
                 raise UserError(f"cannot start or reach {where}: {_crash_message(e)}") from None
@@ -140,6 +216,10 @@ class RayExecutor(Executor):
             self.contexts = {}
             if started:
                 ray.shutdown()
+            if guard is not None:   # closing its pipe sweeps what shutdown left, then it exits
+                guard.stdin.close()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    guard.wait(10)
 
     def run(self, jobs, tracker):
         ray = self._ray
@@ -206,8 +286,8 @@ class SlurmExecutor(Executor):
 
     def check(self):
         _require("submitit", "slurm")
-        if not self.local and shutil.which("sbatch") is None:
-            raise UserError("--executor slurm: no Slurm here (sbatch not found); run on a Slurm login node, "
+        if not self.local and (shutil.which("sbatch") is None or shutil.which("srun") is None):
+            raise UserError("--executor slurm: no Slurm here (sbatch/srun not found); run on a Slurm login node, "
                             "or pass --slurm-local to run the same job arrays on this machine")
 
     @contextlib.contextmanager

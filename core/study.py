@@ -175,10 +175,10 @@ class JobRun:
     def _emit(self, event: dict) -> None:
         event = {"job": self.job.name, "seq": len(self._events), **event}
         self._events.append(event)
+        # the file serves the driver polling jobs in other processes, and ``status`` (where a job stopped)
+        atomic_write_json(self.dir / JOB_DIR / "progress.json", {"attempt": self.attempt, "events": self._events})
         if self.sink is not None:
             self.sink(event)
-        else:  # another process: the driver polls this file
-            atomic_write_json(self.dir / JOB_DIR / "progress.json", {"attempt": self.attempt, "events": self._events})
 
     def resumed(self, done_units: int) -> None:
         """Call once at start with the units (cycles) an earlier attempt already committed."""
@@ -364,6 +364,13 @@ class Study:
             order = list(TopologicalSorter({n: j.deps for n, j in jobs.items()}).static_order())
         except CycleError as e:
             raise RuntimeError(f"the job graph has a cycle: {e.args[1]}") from None
+        seen: set[str] = set()
+        for n, j in jobs.items():   # keep the domains' own order where it lists dependencies first
+            if not all(d in seen for d in j.deps):
+                break
+            seen.add(n)
+        else:
+            order = list(jobs)
         keyed: dict[str, Job] = {}
         for n in order:
             j = jobs[n]
@@ -403,7 +410,7 @@ class Study:
             contexts = {d.name: d.context() for d in self.domains}
             final: dict[str, tuple[str, str]] = {}    # name -> (status, message): not retried this invocation
             crashes: dict[str, int] = {}
-            bar = None
+            first = True
             tracker = _Tracker(pr)
             with executor.session(self.root, contexts, threads):
                 while True:
@@ -413,8 +420,9 @@ class Study:
                     result.jobs = jobs
                     states = {j.name: job_state(self.root, j.name, j.key, j.outputs) for j in jobs}
                     todo = [j for j in jobs if states[j.name].status != "done" and j.name not in final]
-                    if bar is None:
-                        bar = tracker.open(self.title, jobs, states)
+                    if first:
+                        first = False
+                        tracker.open(self.title, jobs, states)
                         result.skipped = [j.name for j in jobs if states[j.name].status == "done"]
                         if todo:
                             pr.log(f"{self.title}: {len(todo)} of {len(jobs)} job(s) to run on {executor.describe()}")

@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reg = prep.regime
             if total is None:
                 total = pr.task(f"{args.dataset}/{args.regime}: {len(methods)} methods x {len(seeds)} seeds",
-                                len(methods) * len(seeds) * reg.rounds)
+                                len(methods) * len(seeds) * reg.rounds, lines=True)
             cfg, extra, ckpt = base_cfg, {}, None
             if args.paradigm == "selfsl":
                 from classification.selfsl import pretrain_config, pretrain_splits

@@ -250,7 +250,7 @@ def cmd_status(args) -> int:
     from core.study import STATUSES, status
     root = Path(args.out) if args.out else _root(args.study)
     rows = status(root)
-    kinds = list(dict.fromkeys(j["kind"] for j, _ in rows))
+    kinds = list(dict.fromkeys(j["kind"] for j, _ in rows))   # stages in the order the domains declare them
     count = {(k, s): 0 for k in kinds for s in STATUSES}
     for j, st in rows:
         count[(j["kind"], st.status)] += 1

@@ -109,14 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check(args)
     device = resolve_device(args.device)
     import torch
-    if args.executor is None and args.workers is None:
-        args.workers = 1
-        if device == "cpu" and (os.cpu_count() or 1) > 1:
-            try:
-                import ray  # noqa: F401  (the default: 2 Ray workers when the cluster extra is installed)
-                args.workers = 2
-            except ImportError:
-                pass
+    if args.executor is None and args.workers is None:   # the default: 2 Ray workers when the extra is there
+        import importlib.util
+        many = device == "cpu" and (os.cpu_count() or 1) > 1 and importlib.util.find_spec("ray") is not None
+        args.workers = 2 if many else 1
     executor, threads = executor_from_args(args, device)
     torch.set_num_threads(threads or torch.get_num_threads())
     from uncertainty.runner import Runner

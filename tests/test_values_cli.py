@@ -50,19 +50,19 @@ def test_smoke_writes_table_summary_and_plots(smoke_run):
     for png in ("maps_iid.png", "maps_ood.png", "risk_coverage.png"):
         assert (run / png).stat().st_size > 1000
     assert (run / "DONE").exists()
-    assert (run / "seed_0" / "nets" / "det0.pt").exists()
+    assert (run / "seed0" / "net_det0" / "net.pt").exists()
 
 
 def test_resume_reuses_pieces_and_reproduces(smoke_run):
     run, args = smoke_run
     before = pd.read_csv(run / "results.csv")
-    stamp = (run / "seed_0" / "nets" / "det0.pt").stat().st_mtime_ns
-    (run / "seed_0" / "eval_tta.csv").unlink()           # as if the run died before this piece
+    stamp = (run / "seed0" / "net_det0" / "net.pt").stat().st_mtime_ns
+    (run / "seed0" / "eval_tta" / "eval.csv").unlink()   # a lost piece: its job is pending again
     r = _cli(*args, "--resume")
     assert r.returncode == 0, r.stderr
     after = pd.read_csv(run / "results.csv")
     pd.testing.assert_frame_equal(before, after)
-    assert (run / "seed_0" / "nets" / "det0.pt").stat().st_mtime_ns == stamp   # checkpoint not retrained
+    assert (run / "seed0" / "net_det0" / "net.pt").stat().st_mtime_ns == stamp   # checkpoint not retrained
 
 
 def test_existing_run_without_resume_is_refused(smoke_run):
@@ -102,3 +102,18 @@ def test_real_data_path_smoke(tmp_path):
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(tmp_path / "o" / "DatasetToy_smoke" / "results.csv")
     assert set(df.model) == {"softmax", "ensemble"} and set(df.task) == {"separation", "ood", "fd"}
+
+
+def test_study_file_gives_the_cli_numbers(smoke_run, tmp_path, capsys):
+    """studies/ch6_values.toml at the smoke preset: the same results.csv as the CLI; status from the dirs."""
+    from experiments import study
+    run, _ = smoke_run
+    assert study.main(["run", str(ROOT / "studies" / "ch6_values.toml"), "--preset", "smoke", "--seeds", "1",
+                       "--out", str(tmp_path), "--quiet"]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(run / "results.csv"), pd.read_csv(tmp_path / "toy2d_smoke" / "results.csv"))
+    assert (tmp_path / "toy3d_smoke" / "summary.md").exists()
+    capsys.readouterr()
+    assert study.main(["status", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("done, 0 running, 0 failed, 0 pending")
+    assert [line.split()[0] for line in out[2:5]] == ["train", "eval", "al"]
