@@ -149,17 +149,22 @@ def _expand(entry: dict, where: str) -> list[tuple[str, dict]]:
             for combo in itertools.product(*(grid[k] for k in keys))]
 
 
-def load_study(path: str, overrides: argparse.Namespace | None = None) -> tuple[Study, argparse.Namespace, Path]:
-    """(study, executor args, out) from a study file; every problem is one ``UserError`` line."""
+def _read_toml(path: str) -> dict:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"study file {path} does not exist")
     try:
-        spec = tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: not valid TOML ({e})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: cannot read ({e.__class__.__name__})") from None
+
+
+def load_study(path: str, overrides: argparse.Namespace | None = None) -> tuple[Study, argparse.Namespace, Path]:
+    """(study, executor args, out) from a study file; every problem is one ``UserError`` line."""
+    p = Path(path)
+    spec = _read_toml(path)
     valid = list(TOP_KEYS) + list(DOMAINS)
     for key in spec:
         if key not in valid:
@@ -235,14 +240,8 @@ def _root(target: str) -> Path:
     if p.is_dir():
         return p
     if p.suffix == ".toml":
-        if not p.is_file():
-            raise UserError(f"study file {target} does not exist")
-        try:
-            spec = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise UserError(f"{target}: not valid TOML ({e})") from None
-        out = spec.get("out") or str(Path("runs") / p.stem)
-        return Path(out)
+        out = _read_toml(target).get("out") or str(Path("runs") / p.stem)
+        return Path(str(out))
     raise UserError(f"{target} is neither a study file (.toml) nor an output folder")
 
 
