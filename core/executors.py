@@ -9,7 +9,8 @@
 * :class:`SlurmExecutor` — one submitit job array per stage (dependency level) with
   ``afterany`` dependencies between stages; preempted / timed-out jobs are requeued (checkpoint =
   the job's own resume); with ``local=True`` the same arrays run through submitit's
-  ``LocalExecutor`` on this machine (tests, no Slurm needed; stage after stage).
+  ``LocalExecutor`` on this machine (tests, no Slurm needed; stage after stage, at most
+  ``array_parallelism`` — capped at the CPU count — jobs at once).
 
 Ray and submitit come with the optional extra ``pip install -e '.[cluster]'``; without it the
 executor says so in one line.  Every executor runs :func:`core.study.execute_job` with the same
@@ -332,47 +333,54 @@ class SlurmExecutor(Executor):
     def run(self, jobs, tracker):
         stages = self._levels(jobs)
         out: dict[str, dict] = {}
-        if self.local:   # the local executor knows no dependencies: stage after stage
+        if self.local:   # no dependencies locally: stage after stage, at most ``array_parallelism`` at once
+            limit = max(1, min(self.array_parallelism, os.cpu_count() or 1))
             for stage in stages:
-                self._wait(list(zip(stage, self._submit(stage, []))), tracker, out)
+                queue, running = list(stage), []
+                while queue or running:
+                    while queue and len(running) < limit:
+                        job = queue.pop(0)
+                        running += list(zip([job], self._submit([job], [])))
+                    running = self._reap(running, tracker, out)
         else:            # all stages at once, chained with afterany; jobs check their inputs themselves
             pairs, prev = [], []
             for stage in stages:
                 subs = self._submit(stage, prev)
                 pairs += list(zip(stage, subs))
                 prev = subs
-            self._wait(pairs, tracker, out)
+            while pairs:
+                pairs = self._reap(pairs, tracker, out)
         return out
 
-    def _wait(self, pairs, tracker, out) -> None:
-        pending = list(pairs)
+    def _reap(self, pairs, tracker, out) -> list:
+        """Collect the finished submissions of ``pairs`` (job, submission); wait a moment; return the rest."""
+        still = []
         try:
-            while pending:
-                still = []
-                for job, sub in pending:
-                    if not sub.done():
-                        still.append((job, sub))
-                        continue
-                    try:
-                        oc = sub.result()
-                    except Exception as e:   # killed, preempted too often, node failure
-                        oc = {"name": job.name, "status": "crashed", "message": _crash_message(e)}
-                    tracker.poll(self.root, [job.name])
-                    out[job.name] = oc
-                    tracker.finished(job, oc)
-                pending = still
-                if pending:
-                    tracker.poll(self.root, [j.name for j, _ in pending])
-                    time.sleep(self.poll_s)
+            for job, sub in pairs:
+                if not sub.done():
+                    still.append((job, sub))
+                    continue
+                try:
+                    oc = sub.result()
+                except Exception as e:   # killed, preempted too often, node failure
+                    oc = {"name": job.name, "status": "crashed", "message": _crash_message(e)}
+                tracker.poll(self.root, [job.name])
+                out[job.name] = oc
+                tracker.finished(job, oc)
+            if still:
+                tracker.poll(self.root, [j.name for j, _ in still])
+                time.sleep(self.poll_s)
         except KeyboardInterrupt:
-            for _, sub in pending:
+            for _, sub in still or pairs:
                 with contextlib.suppress(Exception):
                     sub.cancel()
             raise
+        return still
 
     def describe(self):
         if self.local:
-            return "submitit's local executor (job arrays per stage)"
+            n = max(1, min(self.array_parallelism, os.cpu_count() or 1))
+            return f"submitit's local executor (stage after stage, {n} job(s) at once)"
         return f"Slurm via submitit (partition {self.partition or 'default'}, {self.time_min} min, " \
                f"{self.gpus} GPU(s), ≤ {self.array_parallelism} jobs per array at once)"
 
