@@ -148,6 +148,10 @@ def job_state(root: Path, name: str, key: str | None = None, outputs: Sequence[s
     if failed is not None and (key is None or failed.get("key") == key):
         return JobState(name, "failed", str(failed.get("message", "")), failed.get("key"))
     meta = _read(d / "job.json")
+    if meta is not None and meta.get("host") not in (None, socket.gethostname()):
+        # another node (Slurm): its lock is not visible from here
+        return JobState(name, "running", f"started on {meta.get('host')} (attempt {meta.get('attempt', '?')}); "
+                                         "its lock is not visible from this host", meta.get("key"))
     if meta is not None:
         prog = _read(d / "progress.json") or {}
         at = prog.get("events", [{}])[-1].get("cycle") if prog.get("events") else None

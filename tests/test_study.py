@@ -194,11 +194,17 @@ def test_second_cli_on_one_out_is_one_line_exit_2(tmp_path, capsys):
 def test_running_status_comes_from_the_lock(tmp_path):
     d = tmp_path / "a" / ".job"
     d.mkdir(parents=True)
-    (d / "job.json").write_text(json.dumps({"key": "k", "attempt": 1, "host": "h", "pid": 1}))
+    import socket
+    (d / "job.json").write_text(json.dumps({"key": "k", "attempt": 1, "host": socket.gethostname(), "pid": 1}))
     assert job_state(tmp_path, "a", "k").status == "pending"
     with exclusive(d / "lock", "job a"):
         assert job_state(tmp_path, "a", "k").status == "running"
     assert job_state(tmp_path, "a", "k").status == "pending"
+    (d / "job.json").write_text(json.dumps({"key": "k", "attempt": 1, "host": "node17.cluster", "pid": 1}))
+    st = job_state(tmp_path, "a", "k")          # a Slurm node's job: its lock is not visible from here
+    assert st.status == "running" and "node17.cluster" in st.detail
+    (d / "failed.json").write_text(json.dumps({"key": "k", "message": "bad"}))
+    assert job_state(tmp_path, "a", "k").status == "failed"
 
 
 # ------------------------------------------------------------------------------ Slurm stages (no Slurm)
