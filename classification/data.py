@@ -206,15 +206,21 @@ def label_strategy(targets: np.ndarray, n: int, n_classes: int, rng: np.random.G
     return np.sort(np.concatenate([first, more]))
 
 
-def subsample(targets: np.ndarray, n: int | None, rng: np.random.Generator, n_classes: int) -> np.ndarray:
-    """A stratified random subset of size n (keeps the class proportions); all ids when n is None."""
+def subsample(targets: np.ndarray, n: int | None, rng: np.random.Generator, n_classes: int,
+              exact: bool = False) -> np.ndarray:
+    """A stratified random subset of about n (keeps the class proportions, per-class counts rounded);
+    ``exact``: exactly n (largest-remainder rounding); all ids when n is None."""
     if n is None or n >= len(targets):
         return np.arange(len(targets))
-    out = []
-    for c in range(n_classes):
-        ids = np.flatnonzero(targets == c)
-        k = int(round(n * len(ids) / len(targets)))
-        out.append(rng.choice(ids, size=min(k, len(ids)), replace=False))
+    counts = np.bincount(targets, minlength=n_classes)
+    share = n * counts / len(targets)
+    if exact:
+        k = np.floor(share).astype(np.int64)
+        k[np.argsort(-(share - k), kind="stable")[: n - int(k.sum())]] += 1
+    else:
+        k = np.round(share).astype(np.int64)
+    out = [rng.choice(np.flatnonzero(targets == c), size=min(int(k[c]), int(counts[c])), replace=False)
+           for c in range(n_classes)]
     return np.sort(np.concatenate(out))
 
 

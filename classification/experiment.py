@@ -10,6 +10,7 @@ evaluate / evidence callables into ``core.loop.ActiveLearningLoop`` with a ``cor
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from . import data as D
 from . import datasets, paradigms
 from . import query as _registers  # noqa: F401  (registers the classification query methods)
 from .augment import augmenter
-from .presets import ROLLOUT_IMAGE_SIZE, Preset
+from .presets import ROLLOUT_IMAGE_SIZE, Preset, pool_size
 from .regimes import Regime, regime as get_regime
 from .training import FitTask, TrainConfig, embed
 
@@ -47,6 +48,22 @@ class Setting:
     download: bool = False
     image_size: int | None = None
     cache_dir: str | None = None
+    query_size: int | None = None   # replaces the regime's query size (the starting budget stays)
+    rounds: int | None = None       # replaces the regime's number of training rounds
+
+
+VAL_CAP = 2000   # a shrunken preset decodes at most this many validation-split images of roll-out data
+
+
+@dataclass(frozen=True)
+class Retune:
+    """Re-tune the HPs when the labelled budget first reaches each of ``budgets`` (the dip study of
+    A.8.1 / Table A.26): the grid ``space`` (default: lr × weight decay of the paradigm's A.4 grid,
+    as in Table A.26) is trained on the labelled set of that cycle and scored on the validation
+    subset; the winner is used from that cycle on.  Studies live under ``study_dir/budget<B>``."""
+    budgets: tuple
+    study_dir: Path
+    space: dict | None = None
 
 
 @dataclass
@@ -68,19 +85,44 @@ def _splits(dataset: str, request: datasets.LoadRequest) -> D.Splits:
     return datasets.load(dataset, request)
 
 
+def setting_regime(setting: Setting, n_classes: int | None, val_split: int | None) -> Regime:
+    """The setting's Label Regime (Table A.4 / the class-count rule) with its query-size / rounds
+    overrides, capped by the preset's rounds unless the rounds were set explicitly."""
+    regime = get_regime(setting.dataset, setting.regime, setting.paradigm, n_classes, val_split,
+                        setting.query_size, setting.rounds)
+    cap = setting.preset.max_rounds
+    if cap is not None and regime.rounds > cap and setting.rounds is None:
+        regime = replace(regime, rounds=cap)
+    return regime
+
+
+def n_classes_of(setting: Setting) -> int:
+    """The class count (listed from the folder for ``folder:PATH``; no image is read)."""
+    info = datasets.get(setting.dataset)
+    if info.n_classes is not None:
+        return info.n_classes
+    files, _ = info.source(setting.dataset, setting.data_dir)
+    return len(files.classes)
+
+
 def prepare(setting: Setting, seed: int) -> Prepared:
     """Splits, pool subset, starting budget and validation subset of one seed; the regime follows
-    Table A.4 (roll-out data: the same rule from the class count), capped by the preset's rounds."""
+    Table A.4 (roll-out data: the same rule from the class count), capped by the preset's rounds.
+    The pool of a shrunken preset holds at least ``pool_factor`` × the final budget (or the regime is
+    refused with one line)."""
     preset, info = setting.preset, datasets.get(setting.dataset)
+    planned = setting_regime(setting, n_classes_of(setting), 10 ** 9)
     s = _splits(setting.dataset, datasets.LoadRequest(
         seed, setting.data_dir, setting.download, setting.image_size or ROLLOUT_IMAGE_SIZE[preset.name],
-        max_train=preset.pool_size, max_val=None if preset.pool_size is None else 2000, max_test=preset.test_size,
-        cache_dir=setting.cache_dir))
-    regime = get_regime(setting.dataset, setting.regime, setting.paradigm, s.n_classes, len(s.val))
-    if preset.max_rounds is not None and regime.rounds > preset.max_rounds:
-        regime = replace(regime, rounds=preset.max_rounds)
+        max_train=pool_size(preset, planned.final_budget, None), max_val=None if preset.pool_size is None else VAL_CAP,
+        max_test=preset.test_size, cache_dir=setting.cache_dir))
+    regime = setting_regime(setting, s.n_classes, len(s.val))
+    n_pool = pool_size(preset, regime.final_budget, len(s.train), setting.dataset, regime.name)
     rng = seeds.rng(seed, "pool")
-    pool_ids = D.subsample(s.train.targets, preset.pool_size, rng, s.n_classes)
+    # a pool raised to pool_factor × the final budget is drawn at exactly that size (the preset's own
+    # size keeps its per-class rounding, so existing runs draw the same pool)
+    raised = n_pool is not None and n_pool > preset.pool_size
+    pool_ids = D.subsample(s.train.targets, n_pool, rng, s.n_classes, exact=raised)
     pool = s.train.subset(pool_ids)
     test_ids = D.subsample(s.test.targets, preset.test_size, seeds.rng(0, "test"), s.n_classes)
     val_size = min(regime.val_size, len(s.val))
@@ -130,7 +172,7 @@ class ClassificationRun:
     reuses the deterministic round-0 model of an identical configuration instead of retraining it."""
 
     def __init__(self, prep: Prepared, method: query.QueryMethod, cfg: TrainConfig, device: str,
-                 round0_cache: dict | None = None, pretrained: dict | None = None):
+                 round0_cache: dict | None = None, pretrained: dict | None = None, retune: Retune | None = None):
         self.p, self.method, self.device = prep, method, device
         self.pretrained = pretrained
         missing = set(method.needs) - set(_registers.EVIDENCE)
@@ -139,16 +181,45 @@ class ClassificationRun:
         self.cfg = replace(cfg, dropout=float(method.model.get("dropout", cfg.dropout)))
         self.cache = round0_cache if round0_cache is not None else {}
         self.last_fit: dict = {}
+        self.retune = retune
+        self.retune_cycles = retune_cycles(prep.regime, retune.budgets) if retune else {}
+        self._tuned: dict[int, dict] = {}
+        self.hp: dict = {}
 
     # -- train / evaluate -------------------------------------------------------------------
+    def cycle_config(self, pool: Pool, cycle: int) -> TrainConfig:
+        """The training config of a cycle: the run's, or the one re-tuned at the latest re-tuning cycle
+        (its grid trained on the labelled set of that cycle; cached in its study directory, so a resumed
+        run reuses it)."""
+        done = [c for c in self.retune_cycles if c <= cycle]
+        if not done:
+            self.hp = {}
+            return self.cfg
+        rc = max(done)
+        if rc not in self._tuned:
+            from .tuning import SPACES, tune
+            labelled = np.flatnonzero((pool.labelled_at >= 0) & (pool.labelled_at <= rc))
+            space = self.retune.space or {k: SPACES[self.p.setting.paradigm][k] for k in ("lr", "weight_decay")}
+            fit = fit_fn_for(self.p, labelled, train_seed(self.p.seed, rc), self.device, self.pretrained)
+            params, path = tune(self.p.setting.paradigm, fit, self.cfg,
+                                self.retune.study_dir / f"budget{self.retune_cycles[rc]}", space=space,
+                                key={"dataset": self.p.splits.name, "regime": self.p.regime.name, "seed": self.p.seed,
+                                     "cycle": rc, "labelled": hashlib.sha1(labelled.tobytes()).hexdigest()},
+                                seed=self.p.seed)
+            self._tuned[rc] = {"params": params, "budget": int(len(labelled)), "at": self.retune_cycles[rc],
+                               "study": str(path)}
+        self.hp = self._tuned[rc]
+        return replace(self.cfg, **self.hp["params"])
+
     def train(self, pool: Pool, cycle: int):
         s = self.p.splits
-        key = (s.name, self.p.regime.name, self.p.seed, tuple(sorted(pool.labelled.tolist())), repr(self.cfg))
+        cfg = self.cycle_config(pool, cycle)
+        key = (s.name, self.p.regime.name, self.p.seed, tuple(sorted(pool.labelled.tolist())), repr(cfg))
         if cycle == 0 and key in self.cache:
             net, self.last_fit = self.cache[key]
             return net
         net, info = fit_fn_for(self.p, pool.labelled, train_seed(self.p.seed, cycle), self.device,
-                               self.pretrained)(self.cfg, None)
+                               self.pretrained)(cfg, None)
         self.last_fit = info
         if cycle == 0:
             self.cache[key] = (net, info)
@@ -162,6 +233,8 @@ class ClassificationRun:
             probs = net.predict_probs(h, self.cfg.mc_samples)
         m = classification_metrics(self.p.test_data.targets, probs, s.n_classes)
         m["val_best"] = self.last_fit.get("best_val")
+        if self.hp:
+            m["retuned"] = self.hp
         counts = np.bincount(self.p.pool_data.targets[pool.labelled], minlength=s.n_classes)
         m["labelled_per_class"] = counts.tolist()
         return m
@@ -196,23 +269,102 @@ class ClassificationRun:
         return Evidence({k: kinds[k] for k in self.method.needs}, candidates=unl)
 
 
+def retune_cycles(regime: Regime, budgets) -> dict[int, int]:
+    """{cycle: requested budget}: the first cycle whose labelled budget reaches each re-tuning budget."""
+    have = [regime.start + sum(regime.query_sizes[:c]) for c in range(regime.rounds)]
+    out = {}
+    for b in sorted(set(int(x) for x in budgets)):
+        c = next((k for k, v in enumerate(have) if v >= b), None)
+        if c is None:
+            raise UserError(f"--retune-at {b}: the run ends at {have[-1]} labels; re-tuning budgets must be <= the final budget")
+        out.setdefault(c, b)
+    return out
+
+
 def run_config(dataset: str, regime: Regime, paradigm: str, method: str, seed: int, preset: Preset,
                cfg: TrainConfig, extra: dict | None = None, beta: float = 1.0) -> dict:
     """The resolved config stored in the run directory (everything that defines the numbers);
     ``extra`` holds e.g. the tuned hyper-parameters and the SimCLR checkpoint used."""
+    extra = dict(extra or {})
+    n_pool = extra.pop("pool_size", preset.pool_size)
     return {"experiment": "classification", "dataset": dataset, "regime": asdict(regime), "paradigm": paradigm,
-            "method": method, "beta": beta, "seed": seed, "seeding": seeds.SEEDING, "preset": preset.name, "pool_size": preset.pool_size,
-            "test_size": preset.test_size, "train": asdict(cfg), **(extra or {})}
+            "method": method, "beta": beta, "seed": seed, "seeding": seeds.SEEDING, "preset": preset.name,
+            "pool_size": n_pool, "test_size": preset.test_size, "train": asdict(cfg), **extra}
+
+
+def describe(setting: Setting, cfg: TrainConfig, methods: list[str], seed_list: list[int], beta: float = 1.0,
+             extra: dict | None = None, retune_at=()) -> dict:
+    """The fully resolved configuration of a run without reading any image (``--dry-run``): the
+    dataset facts, the Label Regime with every budget, the pool, the training recipe and its thesis
+    table, the model, the methods (with their model changes) and the user's overrides."""
+    preset, info = setting.preset, datasets.get(setting.dataset)
+    n_classes = n_classes_of(setting)
+    if info.split_sizes is not None:
+        sizes, sizes_src = info.split_sizes, "thesis §4.1 / Table A.1 (a run records the actual sizes)"
+    else:  # folder data: the 60/15/25 roll-out split of the listed images
+        files, official = info.source(setting.dataset, setting.data_dir)
+        n = len(files.paths)
+        sizes = (round(0.6 * n), round(0.15 * n), round(0.25 * n)) if official is None else \
+            (round(0.8 * n), round(0.2 * n), len(official.paths))
+        sizes_src = "estimated from the listed images"
+    val_split = sizes[1] if preset.pool_size is None or not info.rollout else min(sizes[1], VAL_CAP)
+    regime = setting_regime(setting, n_classes, val_split)
+    n_pool = pool_size(preset, regime.final_budget, sizes[0], setting.dataset, regime.name)
+    cycles = retune_cycles(regime, retune_at) if retune_at else {}
+    budgets = [regime.start + sum(regime.query_sizes[:c]) for c in range(regime.rounds)]
+    pool_n = sizes[0] if n_pool is None else min(n_pool, sizes[0])
+    image = (setting.image_size or ROLLOUT_IMAGE_SIZE[preset.name]) if info.rollout else 32
+    head = getattr(cfg, "head", "linear") if setting.paradigm == "selfsl" else "linear"
+    dropout = {m: float(query.get("classification", m).model.get("dropout", cfg.dropout)) for m in methods}
+    paradigm = paradigms.get(setting.paradigm)
+    out = {"experiment": "classification", "dataset": setting.dataset,
+           "dataset_facts": {"n_classes": n_classes, "metric": info.metric, "long_tail": info.long_tail,
+                             "imbalanced": info.imbalanced, "transforms": info.transforms, "rollout": info.rollout,
+                             "image_size": image, "split_sizes": dict(zip(("train_pool", "val", "test"), sizes)),
+                             "split_sizes_source": sizes_src},
+           "regime": {**asdict(regime), "query_sizes": regime.query_sizes, "budgets": budgets,
+                      "final_budget": regime.final_budget,
+                      "source": "Table A.4" if info.regimes is not None else "Table A.4 rule (5C / 25C / 100C)",
+                      "overridden": {k: v for k, v in (("query_size", setting.query_size), ("rounds", setting.rounds))
+                                     if v is not None}},
+           "pool": {"size": pool_n, "available": sizes[0], "subset": n_pool is not None,
+                    "ratio_to_final_budget": round(pool_n / regime.final_budget, 3)},
+           "test_size": preset.test_size or sizes[2], "paradigm": setting.paradigm, "preset": preset.name,
+           "train": asdict(cfg),
+           "recipe_source": f"{datasets.RECIPE_SOURCES[setting.paradigm]} ({info.name})",
+           "model": {"arch": "ResNet-18", "width": cfg.width, "stem": "CIFAR (3x3, no max-pool)" if image <= 64
+                     else "ImageNet (7x7, max-pool)", "head": head,
+                     "head_hidden": getattr(cfg, "head_hidden", None) if head == "mlp" else None,
+                     "dropout": dropout, "mc_samples": cfg.mc_samples},
+           "methods": methods, "beta": beta, "seeds": seed_list, "seeding": seeds.SEEDING,
+           "tuning_grid": paradigm.space}
+    if retune_at:
+        out["retune_at"] = {"budgets": sorted(int(b) for b in retune_at),
+                            "cycles": {str(c): budgets[c] for c in cycles},
+                            "grid": {k: paradigm.space[k] for k in ("lr", "weight_decay")}}
+    if setting.paradigm == "selfsl":
+        from .selfsl import pretrain_config
+        out["simclr"] = {**asdict(pretrain_config(setting.dataset, preset.name)),
+                         "source": f"{datasets.RECIPE_SOURCES['simclr']} ({info.name})"}
+    out.update(extra or {})
+    return out
 
 
 def run_one(prep: Prepared, method_name: str, cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
             device: str = "cpu", beta: float = 1.0, round0_cache: dict | None = None, progress=None,
-            pretrained: dict | None = None, extra_config: dict | None = None) -> list[dict]:
+            pretrained: dict | None = None, extra_config: dict | None = None,
+            retune: Retune | None = None) -> list[dict]:
     """One AL run (resumable) of ``method_name`` in the prepared setting; returns its cycle records.
     ``round0_cache`` (shared by the methods of one seed) reuses the round-0 model; ``pretrained``
-    is the Self-SL checkpoint; ``extra_config`` goes into the run's config (tuned HPs, checkpoint)."""
+    is the Self-SL checkpoint; ``extra_config`` goes into the run's config (tuned HPs, checkpoint);
+    ``retune`` re-tunes the HPs at given budgets (the dip study)."""
     method = query.get("classification", method_name)
     regime, setting = prep.regime, prep.setting
+    extra_config = dict(extra_config or {})
+    if setting.preset.pool_size is not None:
+        extra_config["pool_size"] = len(prep.pool_data)
+    if retune is not None:
+        extra_config["retune_at"] = sorted(int(b) for b in retune.budgets)
     config = run_config(prep.splits.name, regime, setting.paradigm, method_name, prep.seed, setting.preset, cfg,
                         extra_config, beta)
     store = RunStore(run_dir, config, resume=resume)
@@ -221,7 +373,7 @@ def run_one(prep: Prepared, method_name: str, cfg: TrainConfig, run_dir: Path, *
     pool = Pool(len(prep.pool_data), val_ids=np.arange(len(prep.val_data)), test_ids=np.arange(len(prep.test_data)))
     if store.pool_state is None:
         pool.label(prep.start_ids, 0)
-    run = ClassificationRun(prep, method, cfg, device, round0_cache, pretrained=pretrained)
+    run = ClassificationRun(prep, method, cfg, device, round0_cache, pretrained=pretrained, retune=retune)
     loop = ActiveLearningLoop(pool, train=run.train, evaluate=run.evaluate, evidence=run.evidence, query=method,
                               query_sizes=regime.query_sizes, store=store, seed=prep.seed, beta=beta,
                               progress=progress)

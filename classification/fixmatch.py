@@ -55,11 +55,12 @@ class FixMatchConfig(TrainConfig):
     precision: str = "32"
 
 
-def fixmatch_config(dataset: str, preset: str = "thesis") -> FixMatchConfig:
+def fixmatch_config(dataset: str, preset: str = "thesis", regime: str | None = None) -> FixMatchConfig:
     """Table A.9 from the dataset's ``fixmatch`` recipe (``classification.datasets``): DA on every
     dataset except CIFAR-10 (and Fashion-MNIST, its offline stand-in); 3000 warm-up steps on the
-    224-px roll-out data; CIFAR-10-LT weight decay 1e-3 (the launcher's value)."""
-    cfg = FixMatchConfig(**datasets.get(dataset).recipe("fixmatch"))
+    224-px roll-out data; weighted CE on imbalanced data; CIFAR-10-LT weight decay 1e-3 (Low) /
+    5e-4 (Medium)."""
+    cfg = FixMatchConfig(**datasets.get(dataset).recipe("fixmatch", regime))
     if preset == "thesis":
         return cfg
     if preset == "laptop":

@@ -21,6 +21,7 @@ from typing import Callable
 from core.errors import UserError
 
 from . import fixmatch, selfsl, training
+from .presets import supervised_config
 from .training import FitTask
 
 
@@ -28,7 +29,7 @@ from .training import FitTask
 class Paradigm:
     name: str
     fit: Callable                       # fit(task, cfg, callbacks) -> (net, info)
-    config: Callable                    # config(dataset, preset) -> the paradigm's training config
+    config: Callable                    # config(dataset, preset, regime) -> the paradigm's training config
     space: dict                         # the Optuna grid of Table A.4
     needs_unlabelled: bool = False
     needs_pretrained: bool = False
@@ -36,13 +37,15 @@ class Paradigm:
 
 
 PARADIGMS: dict[str, Paradigm] = {p.name: p for p in (
-    Paradigm("supervised", training.fit, lambda dataset, preset: preset.train,
+    Paradigm("supervised", training.fit, lambda dataset, preset, regime=None: supervised_config(dataset, preset, regime),
              {"lr": [0.1, 0.01], "weight_decay": [5e-3, 5e-4], "augmentation": ["randaugment", "standard"]},
              description="ResNet-18 from scratch"),
-    Paradigm("selfsl", selfsl.fit_selfsl, lambda dataset, preset: selfsl.finetune_config(dataset, preset.name),
+    Paradigm("selfsl", selfsl.fit_selfsl,
+             lambda dataset, preset, regime=None: selfsl.finetune_config(dataset, preset.name, regime),
              {"lr": [0.01, 0.001], "weight_decay": [5e-3, 5e-4], "augmentation": ["randaugment_weak", "standard"]},
              needs_pretrained=True, description="SimCLR pre-training + fine-tuning with an MLP head"),
-    Paradigm("fixmatch", fixmatch.fit_fixmatch, lambda dataset, preset: fixmatch.fixmatch_config(dataset, preset.name),
+    Paradigm("fixmatch", fixmatch.fit_fixmatch,
+             lambda dataset, preset, regime=None: fixmatch.fixmatch_config(dataset, preset.name, regime),
              {"lr": [0.03, 0.3], "weight_decay": [5e-3, 5e-4]}, needs_unlabelled=True,
              description="FixMatch (semi-supervised)"),
 )}
@@ -55,9 +58,10 @@ def get(name: str) -> Paradigm:
     return PARADIGMS[name]
 
 
-def train_config(paradigm: str, dataset: str, preset):
-    """The training recipe of a paradigm for a dataset under a preset (Tables A.7 / A.8 / A.9 for ``thesis``)."""
-    return get(paradigm).config(dataset, preset)
+def train_config(paradigm: str, dataset: str, preset, regime: str | None = None):
+    """The training recipe of a paradigm for a dataset (and Label Regime) under a preset (Tables A.7 /
+    A.8 / A.9 for ``thesis``)."""
+    return get(paradigm).config(dataset, preset, regime)
 
 
 def fit_fn(paradigm: str, task: FitTask, fit: Callable | None = None) -> Callable:

@@ -89,6 +89,7 @@ class SelfSLConfig(TrainConfig):
     augmentation: str = "randaugment_weak"
     lr_step_epochs: int | None = None    # None → epochs // 4 (thesis: 20)
     lr_gamma: float = 0.1
+    head: str = "mlp"                    # mlp (A.3.5) | linear (the Table A.6 ablation)
     head_hidden: int = 512
     precision: str = "32"
 
@@ -110,10 +111,10 @@ def pretrain_config(dataset: str, preset: str = "thesis") -> SimCLRConfig:
     raise UserError(f"unknown preset {preset!r}")
 
 
-def finetune_config(dataset: str, preset: str = "thesis") -> SelfSLConfig:
+def finetune_config(dataset: str, preset: str = "thesis", regime: str | None = None) -> SelfSLConfig:
     """Table A.8 from the dataset's ``selfsl`` recipe (batch, lr, wd, augmentation); imbalanced sets
     oversample (§8.6)."""
-    cfg = SelfSLConfig(**datasets.get(dataset).recipe("selfsl"))
+    cfg = SelfSLConfig(**datasets.get(dataset).recipe("selfsl", regime))
     if preset == "thesis":
         return cfg
     if preset == "laptop":
@@ -383,7 +384,8 @@ def pretrain(data: PretrainData, cfg: SimCLRConfig, seed: int, device: str = "cp
 # ============================================================================ fine-tuning model
 
 class SelfSLNet(nn.Module):
-    """Pretrained ResNet-18 backbone + MLP head dropout(p) → Linear(D→H) → BN → ReLU → Linear(H→C).
+    """Pretrained ResNet-18 backbone + MLP head dropout(p) → Linear(D→H) → BN → ReLU → Linear(H→C)
+    (``hidden = 0``: the linear head dropout(p) → Linear(D→C) of the Table A.6 ablation).
 
     Same interface as ``classification.model.ResNet18``: ``features``, ``head``, ``head_input`` (the
     input of the last Linear — BADGE's embedding), ``mc_probs`` (MC dropout on the head only, backbone
@@ -394,14 +396,16 @@ class SelfSLNet(nn.Module):
         self.backbone = backbone
         self.feature_dim = backbone.feature_dim
         self.dropout_p = float(dropout)
-        self.fc1 = nn.Linear(self.feature_dim, hidden)
-        self.bn = nn.BatchNorm1d(hidden)
-        self.fc2 = nn.Linear(hidden, n_classes)
+        self.fc1 = nn.Linear(self.feature_dim, hidden) if hidden else None
+        self.bn = nn.BatchNorm1d(hidden) if hidden else None
+        self.fc2 = nn.Linear(hidden or self.feature_dim, n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone.features(x)
 
     def _hidden(self, h: torch.Tensor, bn_eval: bool = False) -> torch.Tensor:
+        if self.fc1 is None:     # linear head
+            return h
         z = self.fc1(h)
         if bn_eval:
             z = F.batch_norm(z, self.bn.running_mean, self.bn.running_var, self.bn.weight, self.bn.bias,
@@ -479,8 +483,11 @@ def fit_selfsl(task: FitTask, cfg: SelfSLConfig, callbacks: list | None = None) 
     """Fine-tune the pretrained backbone (``task.pretrained``) + MLP head on ``task.train``; the net
     at its best validation epoch."""
     L.seed_everything(task.seed, workers=True, verbose=False)
-    net = build_selfsl_net(task.pretrained, task.n_classes, cfg.dropout, getattr(cfg, "head_hidden", 512),
-                           width=cfg.width, cifar_stem=task.cifar_stem)
+    if getattr(cfg, "head", "mlp") not in ("mlp", "linear"):
+        raise UserError(f"unknown Self-SL head {cfg.head!r}; valid: mlp, linear")
+    hidden = 0 if getattr(cfg, "head", "mlp") == "linear" else getattr(cfg, "head_hidden", 512)
+    net = build_selfsl_net(task.pretrained, task.n_classes, cfg.dropout, hidden, width=cfg.width,
+                           cifar_stem=task.cifar_stem)
     loader, class_weights = labelled_loader(task.train, cfg, task.n_classes, task.imbalanced)
     module = SelfSLModule(net, cfg, task, len(loader), class_weights)
     keep = KeepBest()

@@ -9,6 +9,12 @@ For every method and seed one run directory is written under
 ``OUT/<dataset>/<regime>/<paradigm>/`` gets ``curves.png`` (test accuracy vs budget, mean ± std over
 seeds), ``table.md``/``table.csv`` (AUBC and final metric per method) and, with ≥ 2 methods and
 ≥ 2 seeds, ``ppm.png`` (pairwise penalty matrix).  Interrupted?  Rerun with ``--resume``.
+
+Every training recipe comes from the dataset's entry in ``classification.datasets`` (Tables A.5,
+A.7, A.8, A.9); ``--dry-run`` prints the fully resolved configuration and exits.  Ablations:
+``--query-size``/``--rounds`` (the Low-label query-size ablation, A.5.2), ``--head linear`` (Table
+A.6), ``--retune-at`` (the HP dip study, Table A.26), ``--imbalance`` (Fig. A.5), ``--beta``.
+A directory made with different flags is a different run: use another ``--out``.
 """
 from __future__ import annotations
 
@@ -19,10 +25,10 @@ from typing import Sequence
 
 from core import query, report
 from core.errors import UserError
-from experiments.common import Parser, Progress, add_common_args, choice, main_guard, resolve_device
+from experiments.common import (Parser, Progress, add_common_args, choice, main_guard, positive_float, positive_int,
+                                print_dry_run, resolve_device)
 
 DEFAULT_METHODS = ("random", "entropy", "badge")
-BETA = 1.0   # β of the power / softrank methods
 
 
 def dataset_type(value: str) -> str:
@@ -60,9 +66,28 @@ def build_parser() -> Parser:
                    help="roll-out/folder data: side length the images are resized to (default: 224 thesis, 64 laptop, 32 smoke)")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="SimCLR checkpoints and decoded roll-out images (default: OUT/.cache)")
-    p.add_argument("--imbalance", type=choice(("oversample", "weighted_ce"), "imbalance handling"), default="oversample",
-                   help="long-tailed data only: class-balanced oversampling (thesis main setting for ST) or "
-                        "weighted cross-entropy with sklearn 'balanced' weights (default: oversample)")
+    p.add_argument("--imbalance", type=choice(("oversample", "weighted_ce"), "imbalance handling"), default=None,
+                   help="imbalanced data only (cifar10_lt, isic2019, miotcd, folder:PATH): class-balanced "
+                        "oversampling or weighted cross-entropy with sklearn 'balanced' weights (default: the "
+                        "paradigm's recipe — oversampling for supervised/selfsl, Tables A.7/A.8; weighted CE for "
+                        "fixmatch, Table A.9); an explicit value is recorded in the run config under 'overrides'")
+    g = p.add_argument_group("ablations (thesis app. A)")
+    g.add_argument("--query-size", type=positive_int("--query-size"), default=None, metavar="N",
+                   help="labels per query, independent of the starting budget (Low-label query-size ablation, "
+                        "A.5.2: cifar100 50/500/2000, isic2019 10/40/160); without --rounds the regime's final "
+                        "budget is kept (as many whole queries as fit)")
+    g.add_argument("--rounds", type=positive_int("--rounds", 2), default=None, metavar="R",
+                   help="training rounds including the starting one (default: the regime's, Table A.4; A.5.2 "
+                        "uses 21 / 10 / 3 for the three query sizes)")
+    g.add_argument("--head", type=choice(("mlp", "linear"), "head"), default=None,
+                   help="selfsl only: the classification head, 2-layer MLP (thesis) or linear (Table A.6 ablation)")
+    g.add_argument("--retune-at", type=positive_int("--retune-at"), nargs="+", default=None, metavar="B",
+                   help="re-tune lr x weight decay (Table A.26 grid) when the labelled budget first reaches each B "
+                        "(the HP dip study, A.8.1: isic2019 high 7200, miotcd high 7700); the winner trains that "
+                        "cycle and the later ones; studies under OUT/.../tuning/seedK/retune/METHOD/")
+    g.add_argument("--beta", type=positive_float("--beta"), default=1.0, metavar="B",
+                   help="β of the power_* / softrank_* methods (Gumbel noise of scale 1/β; default 1.0, recorded "
+                        "in every run config)")
     p.add_argument("--data-dir", metavar="DIR", default=None,
                    help="where the data lives: CIFAR as torchvision's python version (DIR/cifar-10-batches-py/); "
                         "Fashion-MNIST *-ubyte(.gz) files (default: the Debian package path)")
@@ -71,23 +96,69 @@ def build_parser() -> Parser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from classification.experiment import Setting, prepare, run_one
+def resolve(args):
+    """(setting, base training config, overrides) of the parsed flags; one-line errors for
+    combinations that cannot work."""
+    from classification import datasets
+    from classification.experiment import Setting
     from classification.paradigms import train_config
     from classification.presets import PRESETS
-    device = resolve_device(args.device)
     preset = PRESETS[args.preset]
-    base_cfg = replace(train_config(args.paradigm, args.dataset, preset), imbalance=args.imbalance)
+    info = datasets.get(args.dataset)
+    base_cfg = train_config(args.paradigm, args.dataset, preset, args.regime)
+    overrides = {}
+    if args.imbalance is not None:
+        if not info.imbalanced:
+            raise UserError(f"--imbalance applies to imbalanced data (cifar10_lt, fashion_mnist_lt, isic2019, miotcd, "
+                            f"folder:PATH); {args.dataset} is balanced")
+        overrides["imbalance"] = args.imbalance
+        base_cfg = replace(base_cfg, imbalance=args.imbalance)
+    if args.head is not None:
+        if args.paradigm != "selfsl":
+            raise UserError(f"--head chooses the Self-SL classification head (Table A.6); it needs --paradigm selfsl, "
+                            f"not {args.paradigm}")
+        overrides["head"] = args.head
+        base_cfg = replace(base_cfg, head=args.head)
+    for flag in ("query_size", "rounds"):
+        if getattr(args, flag) is not None:
+            overrides[flag] = getattr(args, flag)
+    if args.paradigm == "fixmatch" and (args.query_size is not None or args.rounds is not None):
+        overrides["note"] = "FixMatch's own schedule (query size 3x start, 4 rounds) is replaced"
+    cache_dir = Path(args.cache_dir or Path(args.out) / ".cache")
+    setting = Setting(args.dataset, args.regime, args.paradigm, preset, args.data_dir, args.download, args.image_size,
+                      str(cache_dir / "images"), query_size=args.query_size, rounds=args.rounds)
+    return setting, base_cfg, overrides
+
+
+def variant_tag(args) -> str:
+    """Suffix of the regime directory for an ablation run (``low-qs50-r21``, ``high-retune7200``, ...), so
+    ablations never collide with the main runs; empty for the thesis protocol."""
+    parts = [f"qs{args.query_size}" if args.query_size else "", f"r{args.rounds}" if args.rounds else "",
+             f"head-{args.head}" if args.head else "", f"imb-{args.imbalance}" if args.imbalance else "",
+             "retune" + "_".join(str(b) for b in sorted(set(args.retune_at))) if args.retune_at else "",
+             f"beta{args.beta:g}" if args.beta != 1.0 else ""]
+    return "".join(f"-{x}" for x in parts if x)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from classification.experiment import Retune, describe, prepare, run_one
     if args.seeds < 1:
         raise UserError("--seeds must be >= 1")
+    setting, base_cfg, overrides = resolve(args)
+    preset = setting.preset
     methods = list(dict.fromkeys(args.method))
     seeds = [args.seed_offset + k for k in range(args.seeds)]
-    root = Path(args.out) / args.dataset.replace("folder:", "folder_").replace("/", "_") / args.regime / args.paradigm
+    root = (Path(args.out) / args.dataset.replace("folder:", "folder_").replace("/", "_")
+            / (args.regime + variant_tag(args)) / args.paradigm)
     cache_dir = Path(args.cache_dir or Path(args.out) / ".cache")
+    extra0 = {"overrides": overrides} if overrides else {}
+    # resolved without reading any image: every impossible combination fails here, before any work
+    plan = describe(setting, base_cfg, methods, seeds, args.beta, extra0, args.retune_at or ())
+    if args.dry_run:
+        return print_dry_run({**plan, "tune": args.tune, "out": str(root), "device": args.device})
+    device = resolve_device(args.device)
 
-    setting = Setting(args.dataset, args.regime, args.paradigm, preset, args.data_dir, args.download, args.image_size,
-                      str(cache_dir / "images"))
     runs = []
     with Progress(args.quiet) as pr:
         total = None
@@ -97,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if total is None:
                 total = pr.task(f"{args.dataset}/{args.regime}: {len(methods)} methods x {len(seeds)} seeds",
                                 len(methods) * len(seeds) * reg.rounds, lines=True)
-            cfg, extra, ckpt = base_cfg, {}, None
+            cfg, extra, ckpt = base_cfg, dict(extra0), None
             if args.paradigm == "selfsl":
                 from classification.selfsl import pretrain_config, pretrain_splits
                 ckpt = pretrain_splits(prep.splits, pretrain_config(args.dataset, preset.name), seed, device,
@@ -121,8 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if "training" in msg:
                         pr.advance(total, 0, f"{_d}: {msg}")
 
+                retune = (Retune(tuple(args.retune_at), root / "tuning" / f"seed{seed}" / "retune" / m)
+                          if args.retune_at else None)
                 records = run_one(prep, m, cfg, root / m / f"seed{seed}", resume=args.resume, device=device,
-                                  beta=BETA, round0_cache=cache, progress=progress, pretrained=ckpt, extra_config=extra)
+                                  beta=args.beta, round0_cache=cache, progress=progress, pretrained=ckpt,
+                                  extra_config=extra, retune=retune)
                 pr.advance(total, reg.rounds)
                 runs.append({"method": m, "seed": seed, "setting": f"{args.dataset}/{args.regime}",
                              "budgets": [r["budget"] for r in records],

@@ -1,7 +1,8 @@
 """The CLI helper every experiment module uses, so flags mean the same everywhere.
 
 * ``Parser`` — an ``argparse.ArgumentParser`` whose errors are one line (``error: ...``), exit 2;
-* ``add_common_args`` — ``--seeds --seed-offset --out --preset --resume --device --quiet``;
+* ``add_common_args`` — ``--seeds --seed-offset --out --preset --resume --device --quiet --dry-run``;
+* ``positive_float`` / ``positive_int`` — argparse types for β, sizes and counts; ``print_dry_run``;
 * ``main_guard`` — runs ``main`` and turns ``UserError`` into one line on stderr with exit 2
   (no traceback), Ctrl-C into exit 130 with a note that ``--resume`` continues the run;
 * ``add_executor_args`` / ``executor_from_args`` — ``--executor serial|ray|slurm`` and its options;
@@ -10,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -61,6 +63,44 @@ def add_common_args(p: argparse.ArgumentParser, default_out: str) -> None:
     g.add_argument("--device", type=choice(("cpu", "cuda", "auto"), "device"), default="auto",
                    help="cpu, cuda or auto (cuda when available; default)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--dry-run", action="store_true",
+                   help="print the fully resolved configuration (data, regime/budgets, hyper-parameters, model, "
+                        "where the outputs would go) as JSON and exit without training or writing anything")
+
+
+def positive_float(what: str) -> Callable[[str], float]:
+    """argparse ``type=`` for a finite number > 0 (e.g. β): anything else is the one-line error."""
+    def parse(value: str) -> float:
+        try:
+            v = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number > 0, got {value!r}") from None
+        if not math.isfinite(v) or v <= 0:
+            raise argparse.ArgumentTypeError(f"{what} must be a finite number > 0, got {value!r}")
+        return v
+    parse.__name__ = what
+    return parse
+
+
+def positive_int(what: str, minimum: int = 1) -> Callable[[str], int]:
+    """argparse ``type=`` for an integer ≥ ``minimum``."""
+    def parse(value: str) -> int:
+        try:
+            v = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer >= {minimum}, got {value!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer >= {minimum}, got {value!r}")
+        return v
+    parse.__name__ = what
+    return parse
+
+
+def print_dry_run(config: dict) -> int:
+    """``--dry-run``: the resolved configuration as JSON on stdout; nothing is written."""
+    import json
+    print(json.dumps(config, indent=1, default=str, ensure_ascii=False))
+    return 0
 
 
 def _positive(kind: Callable, what: str, minimum: float = 1):

@@ -6,6 +6,7 @@ Examples::
     python -m experiments.values --dataset toy2d --models ensemble tta --measures pe mi --tasks separation ood
     python -m experiments.values --dataset /data/Task04_Hippocampus --preset laptop --seeds 1
     python -m experiments.values --dataset toy2d --preset smoke --out /tmp/v --resume
+    python -m experiments.values --dataset toy2d --scenario 2 --tasks separation   # Table B.4b, Toy 2
 
 Writes below ``--out``/``<dataset>_<preset>``: ``results.csv`` (tidy: model × measure ×
 aggregation × task × metric × split × seed), ``summary.md`` (Table B.4 shape, downstream tables,
@@ -28,9 +29,10 @@ from pathlib import Path
 from typing import Sequence
 
 from experiments.common import (Parser, Progress, add_common_args, add_executor_args, choice, executor_from_args,
-                                main_guard, resolve_device)
+                                main_guard, print_dry_run, resolve_device)
 
 from uncertainty.aggregation import AGGREGATIONS
+from uncertainty.data import SCENARIO_NAMES
 from uncertainty.measures import MEASURES
 from uncertainty.models import MODELS
 from uncertainty.studies import TASKS
@@ -43,6 +45,11 @@ def build_parser() -> Parser:
     g.add_argument("--dataset", required=True, metavar="toy2d|toy3d|PATH",
                    help="toy2d / toy3d (seeded synthetic data with 3 raters and grey/shape/border shifts) or an "
                         "MSD / nnU-Net-layout folder")
+    g.add_argument("--scenario", type=choice(SCENARIO_NAMES, "scenario"), default="mixed",
+                   help="toy data only: the separation-study scenario of thesis Table B.1 — 1 (train and test on "
+                        "blurred data: NCC, Q1/Q2), 2 (train without blur; i.i.d. + shifted test: AUROC), 3a (half "
+                        "the training data blurred; unblurred i.i.d. + shifted test), 3b (as 3a, plus blurred i.i.d. "
+                        "test cases) — or mixed (3b + an unlabelled pool: every task in one run; default)")
     g.add_argument("--models", nargs="+", type=choice(MODELS, "model"), default=list(MODELS), metavar="M",
                    help=f"prediction models (default: all): {', '.join(MODELS)}")
     g.add_argument("--measures", nargs="+", type=choice(MEASURES, "measure"), default=list(MEASURES), metavar="U",
@@ -81,6 +88,8 @@ def _check(args) -> None:
         raise UserError("--epochs must be at least 1")
     if args.dataset not in ("toy2d", "toy3d") and not Path(args.dataset).exists():
         raise UserError(f"unknown dataset {args.dataset!r}: not toy2d/toy3d and no such path")
+    if args.dataset not in ("toy2d", "toy3d") and args.scenario != "mixed":
+        raise UserError("--scenario selects a toy-data scenario; it needs --dataset toy2d or toy3d")
 
 
 def run_spec(args, device: str, threads: int, workers: int = 1):
@@ -90,7 +99,8 @@ def run_spec(args, device: str, threads: int, workers: int = 1):
                    tasks=list(dict.fromkeys(args.tasks)),
                    seeds=[args.seed_offset + i for i in range(args.seeds)], device=device, out=Path(args.out),
                    resume=args.resume, epochs=args.epochs, al_learner=args.al_learner,
-                   al_aggregations=args.al_aggregations, workers=workers, threads=threads, plots=not args.no_plots)
+                   al_aggregations=args.al_aggregations, workers=workers, threads=threads, plots=not args.no_plots,
+                   scenario=args.scenario)
 
 
 def domains(args, root: Path) -> list:
@@ -108,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _check(args)
     device = resolve_device(args.device)
+    if args.dry_run:
+        return print_dry_run(dry_run_config(run_spec(args, device, args.threads or 1, args.workers or 1)))
     import torch
     if args.executor is None and args.workers is None:   # the default: 2 Ray workers when the extra is there
         import importlib.util
@@ -130,6 +142,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         if note:
             print("Closing note" + note.rstrip())
     return 0
+
+
+def dry_run_config(spec) -> dict:
+    """What a run of ``spec`` would use (data protocol, training, models, tasks), without loading an MSD
+    dataset's volumes or writing anything."""
+    from dataclasses import asdict, replace
+    from uncertainty.data import SCENARIOS
+    from uncertainty.runner import PRESETS, al_aggregations, train_config
+    p = PRESETS[spec.preset]
+    if spec.dataset in ("toy2d", "toy3d"):
+        cfg = replace(p[spec.dataset], scenario=spec.scenario)
+        data = {"kind": spec.dataset, **cfg.to_dict()}
+        if spec.scenario in SCENARIOS:
+            sc = SCENARIOS[spec.scenario]
+            data["scenario_protocol"] = {**asdict(sc), "source": "thesis Table B.1 (uncertainty.md §7.1)"}
+        tag = spec.dataset if spec.scenario == "mixed" else f"{spec.dataset}-s{spec.scenario}"
+    else:
+        path = Path(spec.dataset).resolve()
+        data, tag = {"kind": "msd", "path": str(path), **p["msd"].to_dict()}, path.name
+    tasks = list(spec.tasks)
+    return {"experiment": "values", "dataset": data, "preset": spec.preset, "train": train_config(spec).to_dict(),
+            "models": spec.models, "measures": spec.measures, "aggregations": spec.aggregations, "tasks": tasks,
+            "al_learner": spec.al_learner or p["al_learner"], "al_aggregations": al_aggregations(spec) if "al" in tasks else [],
+            "seeds": spec.seeds, "device": spec.device, "workers": spec.workers, "threads": spec.threads,
+            "out": str(Path(spec.out) / f"{tag}_{spec.preset}")}
 
 
 if __name__ == "__main__":

@@ -17,10 +17,24 @@ blurred object at volumes of ≈10 %, 55 % and 100 % of ``image ≥ 0.1``; epist
 test objects with a different grey value (×U(0.5, 0.9)), shape (cubes/squares) or position
 (partly beyond the border).  Background noise (every pixel below 0.1 becomes 0 or U(0, 1) with
 equal probability) is added after the labels are made; images are z-scored per case.
+
+Scenarios (``ToyConfig.scenario``; thesis Table B.1, ``uncertainty.md`` §7.1): ``mixed`` (default:
+scenario 3b's training data and test sets plus an unlabelled pool — every task in one run) or one
+separation-study scenario with exactly its training and test data —
+
+* ``1``  — every training case blurred (σ ¼ of the 3a/3b blur, the reference's 2 vs 8; no
+  background noise); test: blurred i.i.d. cases only (NCC, Q1/Q2);
+* ``2``  — no training case blurred; test: unblurred i.i.d. + shifted cases (AUROC, Q3/Q4);
+* ``3a`` — half the training cases blurred; test: unblurred i.i.d. + shifted cases;
+* ``3b`` — as 3a; test: unblurred i.i.d. + shifted + blurred i.i.d. cases.
+
+Scenarios 2/3a/3b share their test cases (3b adds the blurred ones), 3a and 3b their training
+cases, as in the reference generator.  The pool (OoD detection, AL) follows the scenario's training
+distribution plus shifted cases (scenario 1: i.i.d. only, so OoD detection and AL are skipped).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -100,9 +114,34 @@ class ToyConfig:
     n_pool_ood: int = 40
     noise: bool = True
     seed: int = 0
+    scenario: str = "mixed"        # mixed | 1 | 2 | 3a | 3b (thesis Table B.1)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One row of thesis Table B.1: the blurred share of the training data and the test sets."""
+    name: str
+    train_blur: float           # share of blurred (ambiguous) training / validation / i.i.d. pool cases
+    sigma_scale: float = 1.0    # blur σ relative to ``ToyConfig.blur_sigma``
+    noise: bool = True          # background noise on every case
+    test_plain: bool = True     # unblurred i.i.d. test cases
+    test_blur: bool = False     # blurred i.i.d. test cases
+    test_shifted: bool = True   # shifted (OoD) test cases
+    description: str = ""
+
+
+SCENARIOS = {s.name: s for s in (
+    Scenario("1", 1.0, sigma_scale=0.25, noise=False, test_plain=False, test_blur=True, test_shifted=False,
+             description="train on blurred data (AU); test on blurred i.i.d. data — Q1/Q2 (NCC)"),
+    Scenario("2", 0.0, description="train without blur; test on i.i.d. and shifted data — Q3/Q4 (AUROC)"),
+    Scenario("3a", 0.5, description="train with and without blur; test on unblurred i.i.d. and shifted data — Q4"),
+    Scenario("3b", 0.5, test_blur=True,
+             description="as 3a; test also on blurred i.i.d. data — Q4 with AU in the test set"),
+)}
+SCENARIO_NAMES = ("mixed", *SCENARIOS)
 
 
 def _axes(dim: int, size: int) -> list[np.ndarray]:
@@ -203,12 +242,14 @@ def _shifted(rng, cfg: ToyConfig, n: int, prefix: str) -> Split:
 
 
 def make_toy(cfg: ToyConfig) -> SegData:
-    """The toy dataset of scenario 3b (``uncertainty.md`` Table B.1) plus an unlabelled pool.
-    ``blur_fraction=1`` gives scenario-1-like training data, ``0`` scenario 2."""
+    """The toy dataset: ``mixed`` (scenario 3b plus an unlabelled pool; ``blur_fraction`` sets the
+    blurred share of the training data) or one scenario of Table B.1 (:data:`SCENARIOS`)."""
     if cfg.dim not in (2, 3):
         raise UserError(f"toy data is 2D or 3D, not {cfg.dim}D")
     if cfg.size < 16:
         raise UserError("toy image size must be at least 16")
+    if cfg.scenario != "mixed":
+        return _make_scenario(cfg)
     rng = seeds.rng(cfg.seed, "toy", cfg.dim, cfg.size)
     train = _iid(rng, cfg, cfg.n_train, cfg.blur_fraction, "tr")
     val = _iid(rng, cfg, cfg.n_val, cfg.blur_fraction, "va")
@@ -220,6 +261,35 @@ def make_toy(cfg: ToyConfig) -> SegData:
     return SegData(f"toy{cfg.dim}d", cfg.dim, {
         "train": train, "val": val,
         "test_iid": test_iid, "test_ood": test_ood, "pool": pool})
+
+
+def _make_scenario(cfg: ToyConfig) -> SegData:
+    """One scenario of Table B.1.  Training data: scenario 1 / 2 / 3 (3a and 3b share it), test data:
+    scenario 1, or the shared 2/3a/3b stream (unblurred i.i.d., shifted, then — 3b only — blurred
+    i.i.d. cases); each from its own seeded stream, so scenarios share what the thesis shares."""
+    if cfg.scenario not in SCENARIOS:
+        raise UserError(f"unknown toy scenario {cfg.scenario!r}; valid: {', '.join(SCENARIO_NAMES)}")
+    sc = SCENARIOS[cfg.scenario]
+    c = replace(cfg, blur_sigma=cfg.blur_sigma * sc.sigma_scale, noise=sc.noise)
+    kind = cfg.scenario[0]                                                # training data: 1, 2 or 3
+    rng = seeds.rng(cfg.seed, "toy-train", cfg.dim, cfg.size, int(kind))
+    train = _iid(rng, c, cfg.n_train, sc.train_blur, "tr")
+    val = _iid(rng, c, cfg.n_val, sc.train_blur, "va")
+    pool_iid = _iid(rng, c, cfg.n_pool_iid, sc.train_blur, "pi")
+    pool_ood = _shifted(rng, c, cfg.n_pool_ood if sc.test_shifted else 0, "po")
+    if kind == "1":   # Table B.1: 20 blurred i.i.d. test cases (21 for scenarios 2/3)
+        t = seeds.rng(cfg.seed, "toy-test", cfg.dim, cfg.size, 1)
+        test_iid = _make_cases(t, c, max(1, cfg.n_test_iid * 20 // 21), blur=True, prefix="tib")
+        test_ood = _make_cases(t, c, 0)
+    else:
+        t = seeds.rng(cfg.seed, "toy-test", cfg.dim, cfg.size, 2)
+        plain = _make_cases(t, c, cfg.n_test_iid, blur=False, prefix="tis")
+        test_ood = _shifted(t, c, cfg.n_test_ood, "to")
+        blurred = _make_cases(t, c, cfg.n_test_iid if sc.test_blur else 0, blur=True, prefix="tib")
+        test_iid = Split.concat([plain, blurred])
+    return SegData(f"toy{cfg.dim}d-s{cfg.scenario}", cfg.dim, {
+        "train": train, "val": val, "test_iid": test_iid, "test_ood": test_ood,
+        "pool": Split.concat([pool_iid, pool_ood])})
 
 
 # ============================================================================ MSD / nnU-Net layout

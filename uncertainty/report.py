@@ -139,8 +139,14 @@ def summary_markdown(df: pd.DataFrame, runner, wall_s: float) -> tuple[str, list
                       [("i.i.d. (ambiguous cases)", {"task": "separation", "split": "test_iid"}),
                        ("OoD", {"task": "am", "split": "test_ood"})]))
     out.append("\n## Table B.4b — AUROC i.i.d. vs shifted test cases (separation Q3/Q4)\n")
-    cols = ([("Toy 3a (i.i.d. w/o AU)", {"metric": "auroc_noamb"}), ("Toy 3b (i.i.d. with AU)", {"metric": "auroc"})]
-            if toy else [("test", {"metric": "auroc"}), ("test, unambiguous i.i.d.", {"metric": "auroc_noamb"})])
+    scenario = getattr(runner.spec, "scenario", "mixed")
+    if toy and scenario != "mixed":
+        cols = [(f"Toy {scenario}", {"metric": "auroc"}),
+                (f"Toy {scenario}, unblurred i.i.d. only", {"metric": "auroc_noamb"})]
+    elif toy:
+        cols = [("Toy 3a (i.i.d. w/o AU)", {"metric": "auroc_noamb"}), ("Toy 3b (i.i.d. with AU)", {"metric": "auroc"})]
+    else:
+        cols = [("test", {"metric": "auroc"}), ("test, unambiguous i.i.d.", {"metric": "auroc_noamb"})]
     out.append(_table(sep[sep.metric != "ncc"], ["model", "measure", "utype", "aggregation"], cols))
 
     out.append("\n## Downstream tasks (×100)\n\nPer model:\n")
@@ -243,7 +249,8 @@ def plots(runner, arrays: dict) -> list[Path]:
             ax.set_xlabel("coverage")
             ax.set_ylabel("selective risk (1 − Dice)")
             ax.set_title(f"{sp.replace('_', ' ')}, {agg} aggregation, seed {seed}", fontsize=9)
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
         p = runner.dir / "risk_coverage.png"
         save_figure(fig, p, dpi=110)
         paths.append(p)

@@ -90,12 +90,14 @@ PRESETS = {
 }
 
 
-def load_dataset(dataset: str, preset: str, log=print) -> tuple[SegData, dict, str]:
-    """(data, data-config dict for the protocol, short tag for the run directory)."""
+def load_dataset(dataset: str, preset: str, log=print, scenario: str = "mixed") -> tuple[SegData, dict, str]:
+    """(data, data-config dict for the protocol, short tag for the run directory); ``scenario``: the
+    toy data's separation-study scenario (``uncertainty.data.SCENARIOS``; ``mixed`` = all tasks)."""
     p = PRESETS[preset]
     if dataset in ("toy2d", "toy3d"):
-        cfg = p[dataset]
-        return make_toy(cfg), {"kind": dataset, **cfg.to_dict()}, dataset
+        cfg = replace(p[dataset], scenario=scenario)
+        tag = dataset if scenario == "mixed" else f"{dataset}-s{scenario}"
+        return make_toy(cfg), {"kind": dataset, **cfg.to_dict()}, tag
     path = Path(dataset)
     cfg = p["msd"]
     data = load_msd(path, cfg, log=log)
@@ -120,6 +122,23 @@ class RunSpec:
     workers: int = 1                   # informational: concurrency is the executor's (experiments.values)
     threads: int = 1                   # torch threads per job on CPU
     plots: bool = True
+    scenario: str = "mixed"            # toy data: separation-study scenario (1, 2, 3a, 3b) or mixed
+
+
+def train_config(spec: RunSpec) -> TrainConfig:
+    """The preset's training config with the spec's overrides (epochs; fp32 on GPUs)."""
+    tc = PRESETS[spec.preset]["train"]
+    if spec.epochs is not None:
+        tc = replace(tc, epochs=spec.epochs, ssn_epochs=None,
+                     ssn_warmup_epochs=min(tc.ssn_warmup_epochs, max(spec.epochs - 1, 0)))
+    if spec.device != "cpu":
+        tc = replace(tc, bf16=False)       # bf16 autocast is the CPU speed-up; GPUs run fp32
+    return tc
+
+
+def al_aggregations(spec: RunSpec) -> list:
+    """The aggregations whose rankings become AL queries."""
+    return [a for a in (spec.al_aggregations or PRESETS[spec.preset]["al_aggregations"]) if a in spec.aggregations]
 
 
 def _net_seed(seed: int, kind: str, k: int) -> int:
@@ -146,20 +165,13 @@ class Runner:
         if _worker_data is not None:
             self.data, data_cfg, tag = _worker_data
         else:
-            self.data, data_cfg, tag = load_dataset(spec.dataset, spec.preset, log=log)
+            self.data, data_cfg, tag = load_dataset(spec.dataset, spec.preset, log=log, scenario=spec.scenario)
         self._loaded = (self.data, data_cfg, tag)
-        tc = PRESETS[spec.preset]["train"]
-        if spec.epochs is not None:
-            tc = replace(tc, epochs=spec.epochs, ssn_epochs=None,
-                         ssn_warmup_epochs=min(tc.ssn_warmup_epochs, max(spec.epochs - 1, 0)))
-        if spec.device != "cpu":
-            tc = replace(tc, bf16=False)       # bf16 autocast is the CPU speed-up; GPUs run fp32
-        self.tc = tc
+        self.tc = train_config(spec)
         self.al_learner = spec.al_learner or PRESETS[spec.preset]["al_learner"]
-        self.al_aggs = [a for a in (spec.al_aggregations or PRESETS[spec.preset]["al_aggregations"])
-                        if a in spec.aggregations]
+        self.al_aggs = al_aggregations(spec)
         self.dir = Path(spec.out) / f"{tag}_{spec.preset}"
-        self.config = {"dataset": data_cfg, "train": tc.to_dict(), "al_learner": self.al_learner, "seeding": seeds.SEEDING,
+        self.config = {"dataset": data_cfg, "train": self.tc.to_dict(), "al_learner": self.al_learner, "seeding": seeds.SEEDING,
                        "preset": spec.preset, "n_classes": self.data.n_classes}
         self._toy = spec.dataset in ("toy2d", "toy3d")
         self.store = None

@@ -46,6 +46,10 @@ class SplitPred:
 
 def predict_split(model, split: Split, measures, batch: int = 16, on_batch=None) -> SplitPred:
     """Run a prediction model over a split, keeping only per-image summaries and the maps."""
+    if len(split) == 0:     # e.g. toy scenario 1 has no shifted cases
+        sp = split.images.shape[2:]
+        return SplitPred({m: np.zeros((0, *sp), np.float32) for m in measures}, np.zeros((0, *sp), np.uint8),
+                         np.zeros(0), np.zeros(0), np.zeros(0))
     maps = {m: [] for m in measures}
     seg, fg, dice, ged = [], [], [], []
     for s in range(0, len(split), batch):
@@ -125,8 +129,8 @@ def evaluate(model: str, data_splits: dict, preds: dict, seed: int) -> tuple[lis
     add("seg", "dice", _mean(po.dice), "test_ood")
 
     # separation study: NCC with the aleatoric reference (ambiguous i.i.d. cases) and AUROC
-    ref_i = ti.reference_variance().reshape(len(ti), -1)
-    ref_o = to.reference_variance().reshape(len(to), -1)
+    ref_i = ti.reference_variance().reshape(len(ti), int(np.prod(ti.images.shape[2:])))
+    ref_o = to.reference_variance().reshape(len(to), int(np.prod(to.images.shape[2:])))
     for m in pi.maps:
         amb = ti.ambiguous
         if amb.any():
