@@ -242,12 +242,36 @@ def exponential_schedule(steps: int, beta0: float = 1.0, beta_max: float = 100.0
     return float(beta0) * (float(beta_max) / float(beta0)) ** np.linspace(0.0, 1.0, steps)
 
 
-def scheduled_beta(t: int, horizon: int, beta0: float = 1.0, beta_max: float = 100.0) -> float:
-    """β for query ``t`` (0-based) of an exponential schedule that reaches βmax at ``t = horizon``;
+def sigmoid_schedule(steps: int, beta0: float = 1.0, beta_max: float = 100.0, temperature: float = 2.0) -> np.ndarray:
+    """``steps`` values from β0 to βmax along a sigmoid: s = σ(x / T) for x = linspace(−6, 6, steps),
+    rescaled linearly so that the first value is β0 and the last βmax (the schedule ablation of the
+    ClaSP reference code: "smooth" T = 2, "sharp" T = 0.5; thesis ch. 8 footnote)."""
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    if beta0 <= 0 or beta_max <= 0 or temperature <= 0:
+        raise ValueError("beta values and the temperature must be > 0")
+    if steps == 1:
+        return np.asarray([float(beta0)])
+    s = 1.0 / (1.0 + np.exp(-np.linspace(-6.0, 6.0, steps) / float(temperature)))
+    return float(beta0) + (float(beta_max) - float(beta0)) * (s - s[0]) / (s[-1] - s[0])
+
+
+SCHEDULES = {
+    "exponential": exponential_schedule,
+    "sigmoid_smooth": lambda steps, b0=1.0, bm=100.0: sigmoid_schedule(steps, b0, bm, 2.0),
+    "sigmoid_sharp": lambda steps, b0=1.0, bm=100.0: sigmoid_schedule(steps, b0, bm, 0.5),
+}
+
+
+def scheduled_beta(t: int, horizon: int, beta0: float = 1.0, beta_max: float = 100.0,
+                   schedule: str = "exponential") -> float:
+    """β for query ``t`` (0-based) of a schedule (:data:`SCHEDULES`) that reaches βmax at ``t = horizon``;
     later queries keep βmax (thesis §D.5).  With 5 AL loops (4 queries) and ``horizon = 4`` the
-    queries use β = 1, 3.16, 10, 31.6, as the reference implementation does."""
+    exponential schedule gives β = 1, 3.16, 10, 31.6, as the reference implementation does."""
     if t < 0:
         raise ValueError("t must be >= 0")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown β schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
     if horizon <= 0:
         return float(beta_max)
-    return float(exponential_schedule(horizon + 1, beta0, beta_max)[min(int(t), horizon)])
+    return float(SCHEDULES[schedule](horizon + 1, beta0, beta_max)[min(int(t), horizon)])

@@ -30,10 +30,11 @@ from typing import Sequence
 import numpy as np
 
 from core.errors import UserError
-from experiments.common import Parser, Progress, add_common_args, choice, main_guard, resolve_device
+from core.selection import SCHEDULES
+from experiments.common import (Parser, Progress, add_common_args, choice, main_guard, positive_float, print_dry_run,
+                                resolve_device)
 
 DEFAULT_OUT = "runs/segmentation"
-BETA = 1.0   # β of the power / softrank methods (ClaSP PE follows its own schedule)
 
 
 def build_parser() -> Parser:
@@ -69,6 +70,12 @@ def build_parser() -> Parser:
                    help="allowed overlap fraction of a new patch with annotated voxels (default 0)")
     g.add_argument("--ensemble", type=int, metavar="K", help="ensemble size / CV folds (default: preset)")
     g.add_argument("--iterations", type=int, metavar="N", help="training iterations per model (default: preset)")
+    g.add_argument("--beta", type=positive_float("--beta"), default=1.0, metavar="B",
+                   help="β of power_* / softrank_* and of clap_pe (Gumbel noise of scale 1/β on the log of the "
+                        "aggregated patch scores; default 1.0; the PowerBALD ablation of Table C.7 uses 5, 10, 20, 40)")
+    g.add_argument("--beta-schedule", type=choice(SCHEDULES, "β schedule"), default="exponential",
+                   help="β schedule of the scheduled ClaSP methods (claspe, claspe33): exponential 1 → 100 (eq. D.4, "
+                        "default), sigmoid_smooth (T = 2) or sigmoid_sharp (T = 0.5) (the schedule ablation of ch. 8)")
     g.add_argument("--split-seed", type=int, default=12345, help="seed of the fixed 75/25 train+pool/test split")
     g.add_argument("--no-full-data", action="store_true",
                    help="skip the full-data reference model (FG-Eff is then not computed)")
@@ -157,6 +164,58 @@ def _full_data_result(domain, data, preset, plan, out_dir: Path, log) -> dict:
     return res
 
 
+def dry_run_config(args, preset, methods: list, seed_list: list) -> dict:
+    """``--dry-run``: the protocol resolved without writing anything — the dataset facts of its
+    ``dataset.json`` (phantoms: the generator's), the Label Regime's query setting where the thesis
+    tables fix it (Table C.2 / D.1; --patch-size / --query-size), every loop's budget, the methods with
+    the β of every query, the preset.  What only the data's fingerprint decides (the D.5 query patch of
+    a new dataset, the network plan) is listed under ``resolved_at_run_time``."""
+    from core import query, selection
+    from segmentation import msd
+    from segmentation.phantoms import CLASS_NAMES
+    from segmentation.plans import match_setting, query_setting
+    from segmentation.query import BETA0, BETA_HORIZON, BETA_MAX
+    is_ph = args.dataset == "phantoms"
+    if is_ph:
+        name, class_names = "phantoms", CLASS_NAMES
+        facts = {"cases": preset.phantom_n, "shape": [preset.phantom_size] * 3, "generated": "on first use (seeded)"}
+    else:
+        layout = msd.read_layout(Path(args.dataset))
+        name, class_names = layout.name, layout.class_names
+        facts = {"cases": len(layout.cases), "channels": layout.channel_names, "train_pool_test_split": "75/25"}
+    facts["class_names"] = class_names
+    setting = match_setting(name if not is_ph else "phantoms", is_ph) or match_setting(Path(args.dataset).name)
+    later = ["network plan (patch size, pooling, filters) from the median shape and spacing"]
+    try:
+        qs = query_setting(setting, args.regime, len(class_names) - 1, {}, patch_override=args.patch_size,
+                           query_size_override=args.query_size, stride_override=args.agg_stride,
+                           ppi_override=args.n_patch_per_image, loops=preset.loops)
+        q = qs.to_dict()
+    except UserError:   # the D.5 patch rule needs the labels' connected components
+        qs = query_setting(setting, args.regime, len(class_names) - 1, {"_": [[1, 1, 1]]}, patch_override=(1, 1, 1),
+                           query_size_override=args.query_size, stride_override=args.agg_stride,
+                           ppi_override=args.n_patch_per_image, loops=preset.loops)
+        q = {**qs.to_dict(), "patch": "D.5 rule: median largest-component bounding box of the train+pool labels",
+             "notes": [n for n in qs.notes if "--patch-size" not in n]}
+        later.insert(0, "query patch size (D.5 rule)")
+    q["budgets"] = [qs.query_size * (k + 1) for k in range(qs.loops)]
+    qms = {m: query.get("segmentation", m) for m in methods}
+    betas = {}
+    for m, qm in qms.items():
+        if qm.rule.uses_beta or m == "clap_pe":
+            betas[m] = [args.beta] * (qs.loops - 1)
+        elif m in ("claspe", "claspe33"):
+            betas[m] = [round(selection.scheduled_beta(t, BETA_HORIZON, BETA0, BETA_MAX, args.beta_schedule), 4)
+                        for t in range(qs.loops - 1)]
+    ds_key = "phantoms" if is_ph else _safe(name)
+    return {"experiment": "segmentation", "dataset": name, "dataset_facts": facts, "regime": args.regime,
+            "query": q, "methods": {m: {"label": qm.label, "description": qm.description} for m, qm in qms.items()},
+            "beta": args.beta, "beta_schedule": args.beta_schedule, "beta_per_query": betas,
+            "preset": asdict(preset), "overlap": args.overlap, "split_seed": args.split_seed, "seeds": seed_list,
+            "full_data_reference": not args.no_full_data, "out": str(Path(args.out) / ds_key / args.regime),
+            "resolved_at_run_time": later}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
@@ -196,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"{m} needs an ensemble of at least {qm.model['min_ensemble']} models "
                             f"(--ensemble >= {qm.model['min_ensemble']})")
     label = {m: qm.label for m, qm in qms.items()}
+    if args.dry_run:
+        return print_dry_run(dry_run_config(args, preset, methods, seeds))
 
     with Progress(args.quiet) as pr:
         bars = _Bars(pr)
@@ -226,9 +287,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                             method=qm, hooks=hooks)
                 pool = domain.initial_pool()  # validates the starting budget before anything is written
                 config = {"experiment": "segmentation", "dataset": data.name, "data_key": data.data_key,
-                          "regime": regime, "method": m, "beta": BETA, "seed": seed,
+                          "regime": regime, "method": m, "beta": args.beta, "seed": seed,
                           "preset": asdict(preset), "query": qs.to_dict(), "plan": plan.to_dict(),
                           "overlap": args.overlap, "split_seed": args.split_seed, "seeding": SEEDING}
+                if args.beta_schedule != "exponential":   # recorded when not the thesis default (older runs resume)
+                    config["beta_schedule"] = args.beta_schedule
                 store = RunStore(run_dir, config, resume=args.resume)
                 run_dirs[(m, seed)] = run_dir
                 if store.done:
@@ -238,7 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pr.advance(cycles_task, len(store.records))
                 loop = ActiveLearningLoop(pool, train=domain.train, evaluate=domain.evaluate, evidence=domain.evidence,
                                           query=qm, query_sizes=[qs.query_size] * (qs.loops - 1), store=store,
-                                          seed=seed, beta=BETA,
+                                          seed=seed, beta=args.beta,
+                                          context=lambda cycle: {"beta_schedule": args.beta_schedule},
                                           progress=lambda msg, m=m, s=seed: pr.log(f"{m} seed {s}: {msg}"))
                 orig_commit = store.commit
 

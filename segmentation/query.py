@@ -8,7 +8,12 @@ A query candidate is a 3D patch (an id of :class:`~segmentation.patches.PatchPoo
 * scores composed with the ranking rules — ``pe`` / ``power_pe`` / ``softrank_pe`` (predictive
   entropy of the ensemble mean) and ``bald`` / ``power_bald`` / ``softrank_bald`` (mutual
   information; needs an ensemble of ≥ 2);
-* ``claspe`` — ClaSP's class stratification of the power PE score with the β schedule 1 → 100.
+* ``claspe`` — ClaSP's class stratification of the power PE score with the β schedule 1 → 100;
+  its component ablation (thesis §8.3.1, Table D.3): ``cla_pe33`` / ``cla_pe66`` (stratified
+  fraction α = 0.33 / 0.66, no noise), ``clap_pe`` (α = 0.66, constant β — the run's ``--beta``,
+  1 in the thesis) and ``claspe33`` (the scheduled method with α = 0.33).  The schedule is the
+  exponential one of eq. D.4 unless the run's context says ``beta_schedule`` = ``sigmoid_smooth`` /
+  ``sigmoid_sharp`` (the reference code's schedule ablation; ``core.selection.SCHEDULES``).
 
 Score × aggregation × rule: a score is a voxel map of the ensemble softmax ``P [K, C+1, X, Y, Z]``
 (:data:`VOXEL`); the aggregation is the mean over every query-patch window (§4.4,
@@ -255,8 +260,8 @@ def rank_patches(env: QueryEnv, grids: list, n: int, rule: Rule, rng=None, beta:
 
 
 def claspe_patches(env: QueryEnv, pe_grids: list, cls_grids: list, n: int, rng: np.random.Generator,
-                   beta: float, alpha: float = ALPHA) -> QueryResult:
-    """ClaSP PE, reference-exact (§6.5).
+                   beta: float | None, alpha: float = ALPHA) -> QueryResult:
+    """ClaSP PE, reference-exact (§6.5); ``beta=None``: no noise (Cla PE, the stratification alone).
 
     Strata: the C foreground class channels u_c = p̄_c·H and the plain PE channel H (-1).  Per
     image every stratum's aggregated score is noised (log + Gumbel(0, 1/β)); strata are visited in
@@ -276,7 +281,7 @@ def claspe_patches(env: QueryEnv, pe_grids: list, cls_grids: list, n: int, rng: 
     for img in range(env.pool.n_images):
         agg = {c: cls_grids[img][c] for c in range(C)}
         agg[-1] = pe_grids[img]
-        noised = {k: _noised(agg[k], rng, beta) for k in strata}
+        noised = {k: (_noised(agg[k], rng, beta) if beta is not None else agg[k]) for k in strata}
         sel = env.selector(img)
         pool_pe.append(_allowed_scores(sel, pe_grids[img], keep))
         order = list(strata)
@@ -317,7 +322,8 @@ def claspe_patches(env: QueryEnv, pe_grids: list, cls_grids: list, n: int, rng: 
         out, out_base = np.concatenate([out, li[fill]]), np.concatenate([out_base, lb[fill]])
         picked_stratum += [f"fill:{name(int(k))}" for k in lk[fill]]
     detail = {"quota": {name(k): int(q) for k, q in quota.items()}, "taken": {name(k): int(v) for k, v in got.items()},
-              "filled": int(max(short, 0)), "beta": float(beta), "alpha": float(alpha), "stratum": picked_stratum}
+              "filled": int(max(short, 0)), "beta": None if beta is None else float(beta), "alpha": float(alpha),
+              "stratum": picked_stratum}
     return QueryResult(out, out_base, detail, pool_scores=np.concatenate(pool_pe))
 
 
@@ -361,26 +367,46 @@ for _score in SCORES:
 
 
 def _scheduled_beta(ev) -> float:
-    """ClaSP's β of this cycle: exponential schedule β0 → βmax reached at the ``beta_horizon``-th query."""
+    """ClaSP's β of this cycle: the context's ``beta_schedule`` (exponential by default, eq. D.4) from β0
+    to βmax, reached at the ``beta_horizon``-th query and kept after."""
+    schedule = str(ev.context.get("beta_schedule", "exponential"))
+    if schedule not in selection.SCHEDULES:
+        raise UserError(f"unknown β schedule {schedule!r}; valid: {', '.join(selection.SCHEDULES)}")
     return selection.scheduled_beta(int(ev.context.get("cycle", 0)), int(ev.context.get("beta_horizon", BETA_HORIZON)),
-                                    BETA0, BETA_MAX)
+                                    BETA0, BETA_MAX, schedule)
 
 
-def register_clasp(score: Score, name: str, label: str) -> query.QueryMethod:
+NOISE = {
+    "scheduled": (_scheduled_beta, "scheduled power {short}, β {b0:g} → {bm:g}"),
+    "constant": (lambda ev: ev.beta(), "power {short} with the run's constant β (1 in the thesis)"),
+    "none": (lambda ev: None, "{short} without noise"),
+}
+
+
+def register_clasp(score: Score, name: str, label: str, alpha: float = ALPHA,
+                   noise: str = "scheduled") -> query.QueryMethod:
     """ClaSP's class stratification of any score: its class channels p̄_c · score are the strata
-    (evidence ``grid:cls:<score>``), power-noised with the scheduled β."""
+    (evidence ``grid:cls:<score>``), a fraction ``alpha`` of the query stratified; ``noise`` on the
+    log of the aggregated scores: ``scheduled`` (ClaSP), ``constant`` (the run's β) or ``none``."""
     cls = grid_kind(score.name, classes=True)
+    beta_of, how = NOISE[noise]
+    how = how.format(short=score.short or score.name, b0=BETA0, bm=BETA_MAX)
 
     @query.register(DOMAIN, name, needs=(*score.needs, cls), model=dict(score.model), label=label,
                     rule=STRATIFIED, score=score,
-                    description=f"{label}: class-stratified (α = {ALPHA}) scheduled power {score.short or score.name}, "
-                                f"β {BETA0:g} → {BETA_MAX:g}")
+                    description=f"{label}: class-stratified (α = {alpha:g}) {how}")
     def _clasp(ev, n, rng):
-        return claspe_patches(ev["env"], score.fn(ev), ev[cls], n, rng, _scheduled_beta(ev))
+        return claspe_patches(ev["env"], score.fn(ev), ev[cls], n, rng, beta_of(ev), alpha)
     return query.get(DOMAIN, name)
 
 
 register_clasp(PE, "claspe", "ClaSP PE")
+# the component ablation of thesis §8.3.1 / Table D.3 (reference names class_pe33, class_pe66,
+# class_power_pe66; α 0.33 with the schedule: the reference's schedule ablation)
+register_clasp(PE, "cla_pe33", "Cla PE 33%", alpha=0.33, noise="none")
+register_clasp(PE, "cla_pe66", "Cla PE 66%", alpha=0.66, noise="none")
+register_clasp(PE, "clap_pe", "ClaP PE", alpha=0.66, noise="constant")
+register_clasp(PE, "claspe33", "ClaSP PE 33%", alpha=0.33)
 
 
 def _random_method(name: str, probs, label: str, description: str) -> None:

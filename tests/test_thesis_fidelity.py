@@ -10,11 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from classification.data import DEBIAN_FMNIST
 from experiments.cifar10 import main
 from experiments.common import main_guard
+from segmentation import query as _seg_methods  # noqa: F401  (registers the segmentation methods)
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_fmnist = pytest.mark.skipif(not (DEBIAN_FMNIST / "train-labels-idx1-ubyte.gz").exists(),
@@ -282,3 +284,84 @@ def test_selfsl_linear_head_of_table_A6():
     assert torch.equal(net.head_input(h), h) and net.mc_probs(h, 5).shape == (3, 5, 4)
     mlp, _ = S.fit_selfsl(FitTask(data, data, 4, mean, std, seed=1), replace(cfg, head="mlp"))
     assert mlp.fc1 is not None and mlp.fc2.in_features == cfg.head_hidden
+
+
+# ---------------------------------------------------------------------------------------------- segmentation (ch. 8)
+
+def test_sigmoid_schedules_of_the_clasp_ablation():
+    from core import selection
+    smooth, sharp = selection.sigmoid_schedule(5, 1, 100, 2.0), selection.sigmoid_schedule(5, 1, 100, 0.5)
+    assert smooth[0] == sharp[0] == 1.0 and smooth[-1] == sharp[-1] == 100.0 and smooth[2] == pytest.approx(50.5)
+    assert (np.diff(smooth) > 0).all() and sharp[1] < smooth[1] and sharp[3] > smooth[3]    # sharp: a steeper step
+    got = [selection.scheduled_beta(t, 4, schedule="sigmoid_sharp") for t in range(6)]
+    assert got[:5] == pytest.approx(list(sharp)) and got[5] == 100.0
+    assert selection.scheduled_beta(1, 4) == pytest.approx(10 ** 0.5)                       # default: exponential
+    with pytest.raises(ValueError, match="unknown β schedule"):
+        selection.scheduled_beta(1, 4, schedule="linear")
+
+
+def _seg_evidence(context):
+    from core import query
+    from segmentation import query as segq
+    from segmentation.patches import PatchPool, box_mean
+    from synthetic import box_volumes
+    shape, patch = (20, 20, 20), (4, 4, 4)
+    labels = box_volumes(np.random.default_rng(0), 8, shape, (2, 6), 10, (13, 16))
+    env = segq.QueryEnv(PatchPool([shape] * 8, patch, 1), labels.__getitem__, 3, 0.0, 20)
+    rng = np.random.default_rng(0)
+    pe, cls = [], []
+    for j, lab in enumerate(labels):
+        p = np.moveaxis(rng.dirichlet(np.ones(4), size=lab.shape).astype(np.float32), -1, 0)
+        h = -(p * np.log(p)).sum(0)
+        pe.append(box_mean(h, env.pool.kernels[j], 1))
+        cls.append(box_mean(p[1:] * h[None], env.pool.kernels[j], 1))
+    return query.Evidence(values={"env": env, "grid:pe": pe, "grid:cls:pe": cls}, context=context,
+                          candidates=env.pool.unlabelled)
+
+
+@pytest.mark.parametrize("name,alpha,beta", [("cla_pe33", 0.33, None), ("cla_pe66", 0.66, None),
+                                             ("clap_pe", 0.66, 3.0), ("claspe", 0.66, 10 ** 0.5),
+                                             ("claspe33", 0.33, 10 ** 0.5)])
+def test_clasp_component_variants_of_table_D3(name, alpha, beta):
+    from core import query
+    m = query.get("segmentation", name)
+    res = m.select(_seg_evidence({"cycle": 1, "beta": 3.0}), 20, np.random.default_rng(0))
+    d = res.detail
+    assert d["alpha"] == alpha and sum(d["quota"].values()) == 20 and d["quota"]["pe"] == 20 - int(20 * alpha)
+    assert d["beta"] == (None if beta is None else pytest.approx(beta))
+    assert len(set(res.ids.tolist())) == 20
+
+
+def test_clasp_schedule_comes_from_the_context_and_cla_pe_is_noise_free():
+    from core import query
+    sharp = query.get("segmentation", "claspe").select(
+        _seg_evidence({"cycle": 1, "beta_schedule": "sigmoid_sharp"}), 20, np.random.default_rng(0))
+    assert sharp.detail["beta"] == pytest.approx(1.2441844, rel=1e-6)
+    # no noise: the picks of each stratum are its best-scored windows, whatever the generator
+    a = query.get("segmentation", "cla_pe66").select(_seg_evidence({"cycle": 1}), 20, np.random.default_rng(0))
+    b = query.get("segmentation", "cla_pe66").select(_seg_evidence({"cycle": 1}), 20, np.random.default_rng(0))
+    assert a.ids.tolist() == b.ids.tolist()
+    from core.errors import UserError
+    with pytest.raises(UserError, match="unknown β schedule"):
+        query.get("segmentation", "claspe").select(_seg_evidence({"cycle": 1, "beta_schedule": "x"}), 20,
+                                                   np.random.default_rng(0))
+
+
+def test_segmentation_dry_run_and_beta_flags(capsys, tmp_path):
+    from experiments.segmentation import main as seg_main
+    with pytest.raises(SystemExit) as e:
+        main_guard(seg_main, ["--dry-run", "--method", "claspe", "clap_pe", "power_pe", "--beta", "5",
+                              "--beta-schedule", "sigmoid_smooth", "--out", str(tmp_path / "o")])
+    out = capsys.readouterr()
+    assert e.value.code == 0, out.err
+    c = json.loads(out.out)
+    assert c["beta_per_query"]["clap_pe"] == [5.0] * 4 and c["beta_per_query"]["power_pe"] == [5.0] * 4
+    assert c["beta_per_query"]["claspe"][0] == 1.0 and c["beta_per_query"]["claspe"][2] == pytest.approx(50.5)
+    assert c["query"]["budgets"] == [20, 40, 60, 80, 100] and c["dataset_facts"]["class_names"][0] == "background"
+    assert not (tmp_path / "o").exists()
+    for args, needle in ((["--beta", "-2"], "--beta must be a finite number > 0"),
+                         (["--beta-schedule", "linear"], "valid: exponential, sigmoid_smooth, sigmoid_sharp")):
+        with pytest.raises(SystemExit) as e:
+            main_guard(seg_main, [*args, "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and needle in err and err.count("\n") == 1
