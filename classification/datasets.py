@@ -152,6 +152,24 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
 )}
 
 
+def recipe_table() -> str:
+    """The thesis-preset recipes of every dataset, one line per dataset and paradigm (for ``--help``)."""
+    keys = {"supervised": ("batch_size", "lr", "weight_decay", "augmentation", "imbalance"),
+            "selfsl": ("batch_size", "lr", "weight_decay", "augmentation", "imbalance"),
+            "fixmatch": ("lr", "weight_decay", "distribution_alignment", "warmup_steps", "imbalance")}
+    lines = []
+    for name in names():
+        info = DATASETS[name]
+        for paradigm, ks in keys.items():
+            r = info.recipe(paradigm)
+            vals = ", ".join(f"{k}={r[k]}" for k in ks if k in r)
+            per_regime = "; ".join(f"{k.split('/')[1]}: {', '.join(f'{a}={b}' for a, b in v.items())}"
+                                   for k, v in info.recipes.items() if k.startswith(paradigm + "/"))
+            lines.append(f"  {name:16s} {paradigm:10s} {RECIPE_SOURCES[paradigm]}: {vals or '(defaults)'}"
+                         + (f" [{per_regime}]" if per_regime else ""))
+    return "\n".join(lines)
+
+
 def names() -> list[str]:
     """Dataset names for ``--dataset`` (``folder`` is spelled ``folder:PATH``)."""
     return [n for n in DATASETS if n != "folder"]

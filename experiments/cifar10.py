@@ -43,7 +43,11 @@ def build_parser() -> Parser:
     from classification.regimes import REGIMES
     from classification import query as _registers  # noqa: F401
     methods = query.names("classification")
-    p = Parser(prog="python -m experiments.cifar10", description=__doc__)
+    from classification.datasets import recipe_table
+    p = Parser(prog="python -m experiments.cifar10", description=__doc__,
+               epilog="Training recipes of the thesis preset (the laptop/smoke presets keep these HPs and shrink "
+                      "epochs, width and batch size; unlisted values are the paradigm's defaults — see --dry-run):\n"
+                      + recipe_table())
     p.add_argument("--regime", type=choice(REGIMES, "regime"), default="low",
                    help="label regime of Table A.4: starting budget = query size = 5C / 25C / 100C, "
                         "10 rounds, validation subset 5x the starting budget (default: low)")

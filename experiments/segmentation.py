@@ -164,6 +164,24 @@ def _full_data_result(domain, data, preset, plan, out_dir: Path, log) -> dict:
     return res
 
 
+def _noise(m: str, qm, args) -> tuple:
+    """(constant β, schedule) that the flags set for a method, None where the method has no such noise."""
+    beta = args.beta if (qm.rule.uses_beta or m == "clap_pe") else None
+    schedule = args.beta_schedule if m in ("claspe", "claspe33") else None
+    return beta, schedule
+
+
+def variant_suffix(m: str, qm, args) -> str:
+    """Run-directory suffix of a method whose noise differs from the thesis default (``_b5``, ``_sigmoid_sharp``)."""
+    beta, schedule = _noise(m, qm, args)
+    return (f"_b{beta:g}" if beta not in (None, 1.0) else "") + (f"_{schedule}" if schedule not in (None, "exponential") else "")
+
+
+def variant_label(m: str, qm, args) -> str:
+    beta, schedule = _noise(m, qm, args)
+    return (f" β={beta:g}" if beta not in (None, 1.0) else "") + (f" ({schedule})" if schedule not in (None, "exponential") else "")
+
+
 def dry_run_config(args, preset, methods: list, seed_list: list) -> dict:
     """``--dry-run``: the protocol resolved without writing anything — the dataset facts of its
     ``dataset.json`` (phantoms: the generator's), the Label Regime's query setting where the thesis
@@ -209,7 +227,8 @@ def dry_run_config(args, preset, methods: list, seed_list: list) -> dict:
                         for t in range(qs.loops - 1)]
     ds_key = "phantoms" if is_ph else _safe(name)
     return {"experiment": "segmentation", "dataset": name, "dataset_facts": facts, "regime": args.regime,
-            "query": q, "methods": {m: {"label": qm.label, "description": qm.description} for m, qm in qms.items()},
+            "query": q, "methods": {m: {"label": qm.label + variant_label(m, qm, args), "description": qm.description,
+                                        "run_dir": m + variant_suffix(m, qm, args)} for m, qm in qms.items()},
             "beta": args.beta, "beta_schedule": args.beta_schedule, "beta_per_query": betas,
             "preset": asdict(preset), "overlap": args.overlap, "split_seed": args.split_seed, "seeds": seed_list,
             "full_data_reference": not args.no_full_data, "out": str(Path(args.out) / ds_key / args.regime),
@@ -255,6 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"{m} needs an ensemble of at least {qm.model['min_ensemble']} models "
                             f"(--ensemble >= {qm.model['min_ensemble']})")
     label = {m: qm.label for m, qm in qms.items()}
+    # a method whose noise the flags change runs in its own directory (the reference's power_bald_b5 style)
+    run_name = {m: m + variant_suffix(m, qm, args) for m, qm in qms.items()}
+    label.update({m: qm.label + variant_label(m, qm, args) for m, qm in qms.items()})
     if args.dry_run:
         return print_dry_run(dry_run_config(args, preset, methods, seeds))
 
@@ -281,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_dirs: dict[tuple, Path] = {}
         for seed in seeds:
             for m in methods:
-                run_dir = setting_dir / m / f"seed{seed}"
+                run_dir = setting_dir / run_name[m] / f"seed{seed}"
                 qm = qms[m]
                 domain = SegmentationDomain(data, qs, preset, plan, seed=seed, device=device, overlap=args.overlap,
                                             method=qm, hooks=hooks)

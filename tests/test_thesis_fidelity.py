@@ -365,3 +365,15 @@ def test_segmentation_dry_run_and_beta_flags(capsys, tmp_path):
             main_guard(seg_main, [*args, "--out", str(tmp_path / "o")])
         err = capsys.readouterr().err
         assert e.value.code == 2 and needle in err and err.count("\n") == 1
+
+
+def test_segmentation_beta_reaches_the_run_and_names_its_directory(tmp_path):
+    from experiments.segmentation import main as seg_main
+    assert seg_main(["--preset", "smoke", "--quiet", "--out", str(tmp_path), "--method", "clap_pe", "--beta", "3",
+                     "--no-full-data"]) == 0
+    run = tmp_path / "phantoms" / "low" / "clap_pe_b3" / "seed0"
+    cfg = json.loads((run / "config.json").read_text())["config"]
+    recs = json.loads((run / "state.json").read_text())["records"]
+    assert cfg["beta"] == 3.0 and "beta_schedule" not in cfg
+    assert [r["query"]["detail"]["beta"] for r in recs[:-1]] == [3.0] * 4
+    assert "ClaP PE β=3" in (tmp_path / "phantoms" / "low" / "table.md").read_text()
