@@ -236,6 +236,32 @@ class QueryMethod:
         return res
 
 
+REPLAY = Rule("replay", description="the picks of an earlier run, cycle by cycle")
+
+
+def replay(method: QueryMethod, picks: list, source: str) -> QueryMethod:
+    """An (unregistered) method that picks in cycle k exactly what an earlier run of ``method`` picked
+    in cycle k — the thesis' "Precomputed" training-length variant (§7.4.4: another training length on
+    the fixed query trajectory of the 200-epoch runs).  It needs no evidence, so no query-time
+    inference runs; a pick that is not an unlabelled candidate here (another starting budget or query
+    setting) is a one-line error."""
+    picks = [np.asarray(p, dtype=np.int64) for p in picks]
+
+    def run(ev: Evidence, n: int, rng: np.random.Generator) -> QueryResult:
+        k = int(ev.context.get("cycle", 0))
+        if k >= len(picks):
+            raise UserError(f"{source} holds queries for {len(picks)} cycle(s); cycle {k + 1} has none to replay")
+        ids = picks[k]
+        if len(ids) != n:
+            raise UserError(f"{source} queried {len(ids)} candidates in cycle {k + 1}, this run asks for {n}")
+        if not _contains(ev.candidates, ids).all():
+            raise UserError(f"the queries of {source} (cycle {k + 1}) are not unlabelled candidates here: the runs "
+                            "differ in starting budget or query setting")
+        return QueryResult(ids, np.zeros(n), {"replayed_from": source, "replayed_method": method.name})
+    return QueryMethod(method.domain, method.name, run, frozenset(), {}, f"{method.label} (precomputed)",
+                       f"the queries of {source}", None, REPLAY)
+
+
 def _contains(cands, ids: np.ndarray) -> np.ndarray:
     if hasattr(cands, "contains"):
         return np.asarray(cands.contains(ids), dtype=bool)

@@ -76,6 +76,11 @@ def build_parser() -> Parser:
     g.add_argument("--beta-schedule", type=choice(SCHEDULES, "β schedule"), default="exponential",
                    help="β schedule of the scheduled ClaSP methods (claspe, claspe33): exponential 1 → 100 (eq. D.4, "
                         "default), sigmoid_smooth (T = 2) or sigmoid_sharp (T = 0.5) (the schedule ablation of ch. 8)")
+    g.add_argument("--queries-from", metavar="DIR",
+                   help="the \"Precomputed\" training-length variant (§7.4.4, Table C.6): replay the queries of an "
+                        "earlier run of the same dataset, regime, query setting and seeds — DIR is its setting folder "
+                        "(OUT/DATASET/REGIME) — and train with this run's length (e.g. --iterations 125000 = 500 epochs); "
+                        "runs go to METHOD_precomputed/")
     g.add_argument("--split-seed", type=int, default=12345, help="seed of the fixed 75/25 train+pool/test split")
     g.add_argument("--no-full-data", action="store_true",
                    help="skip the full-data reference model (FG-Eff is then not computed)")
@@ -171,6 +176,24 @@ def _noise(m: str, qm, args) -> tuple:
     return beta, schedule
 
 
+def _source_queries(source: Path, data, qs, seed: int) -> list:
+    """The per-cycle queries of an earlier run to replay (``--queries-from``), checked to be a run of the
+    same data, query setting and seed with every query of this schedule."""
+    from core.store import load_run
+    if not (source / "config.json").exists():
+        raise UserError(f"--queries-from: no run at {source}")
+    cfg, records = load_run(source)
+    same = {"data_key": data.data_key, "query": qs.to_dict(), "seed": seed}
+    diff = [k for k, v in same.items() if json.loads(json.dumps(cfg.get(k), default=list)) != json.loads(json.dumps(v, default=list))]
+    if diff:
+        raise UserError(f"--queries-from: {source} is a run with another {', '.join(diff)}; replaying its queries "
+                        "needs the same data, query setting and seed")
+    picks = [r["queried"] for r in records if r["queried"]]
+    if len(picks) < qs.loops - 1:
+        raise UserError(f"--queries-from: {source} holds {len(picks)} of the {qs.loops - 1} queries (unfinished run?)")
+    return picks
+
+
 def variant_suffix(m: str, qm, args) -> str:
     """Run-directory suffix of a method whose noise differs from the thesis default (``_b5``, ``_sigmoid_sharp``)."""
     beta, schedule = _noise(m, qm, args)
@@ -228,7 +251,9 @@ def dry_run_config(args, preset, methods: list, seed_list: list) -> dict:
     ds_key = "phantoms" if is_ph else _safe(name)
     return {"experiment": "segmentation", "dataset": name, "dataset_facts": facts, "regime": args.regime,
             "query": q, "methods": {m: {"label": qm.label + variant_label(m, qm, args), "description": qm.description,
-                                        "run_dir": m + variant_suffix(m, qm, args)} for m, qm in qms.items()},
+                                        "run_dir": m + variant_suffix(m, qm, args)
+                                        + ("_precomputed" if args.queries_from else "")} for m, qm in qms.items()},
+            "queries_from": args.queries_from,
             "beta": args.beta, "beta_schedule": args.beta_schedule, "beta_per_query": betas,
             "preset": asdict(preset), "overlap": args.overlap, "split_seed": args.split_seed, "seeds": seed_list,
             "full_data_reference": not args.no_full_data, "out": str(Path(args.out) / ds_key / args.regime),
@@ -277,6 +302,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a method whose noise the flags change runs in its own directory (the reference's power_bald_b5 style)
     run_name = {m: m + variant_suffix(m, qm, args) for m, qm in qms.items()}
     label.update({m: qm.label + variant_label(m, qm, args) for m, qm in qms.items()})
+    if args.queries_from:
+        if not Path(args.queries_from).is_dir():
+            raise UserError(f"--queries-from {args.queries_from}: no such folder (the setting folder OUT/DATASET/REGIME "
+                            "of the run whose queries are replayed)")
+        label = {m: f"{label[m]} (precomputed)" for m in methods}
     if args.dry_run:
         return print_dry_run(dry_run_config(args, preset, methods, seeds))
 
@@ -303,8 +333,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_dirs: dict[tuple, Path] = {}
         for seed in seeds:
             for m in methods:
-                run_dir = setting_dir / run_name[m] / f"seed{seed}"
+                run_dir = setting_dir / (run_name[m] + ("_precomputed" if args.queries_from else "")) / f"seed{seed}"
                 qm = qms[m]
+                source = None
+                if args.queries_from:
+                    source = Path(args.queries_from) / run_name[m] / f"seed{seed}"
+                    qm = query.replay(qm, _source_queries(source, data, qs, seed), str(source))
                 domain = SegmentationDomain(data, qs, preset, plan, seed=seed, device=device, overlap=args.overlap,
                                             method=qm, hooks=hooks)
                 pool = domain.initial_pool()  # validates the starting budget before anything is written
@@ -314,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "overlap": args.overlap, "split_seed": args.split_seed, "seeding": SEEDING}
                 if args.beta_schedule != "exponential":   # recorded when not the thesis default (older runs resume)
                     config["beta_schedule"] = args.beta_schedule
+                if source is not None:
+                    config["queries_from"] = str(source)
                 store = RunStore(run_dir, config, resume=args.resume)
                 run_dirs[(m, seed)] = run_dir
                 if store.done:

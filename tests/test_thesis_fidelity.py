@@ -377,3 +377,25 @@ def test_segmentation_beta_reaches_the_run_and_names_its_directory(tmp_path):
     assert cfg["beta"] == 3.0 and "beta_schedule" not in cfg
     assert [r["query"]["detail"]["beta"] for r in recs[:-1]] == [3.0] * 4
     assert "ClaP PE β=3" in (tmp_path / "phantoms" / "low" / "table.md").read_text()
+
+
+def test_segmentation_precomputed_variant_replays_the_queries(tmp_path, capsys):
+    """Table C.6 "Precomputed": another training length on the query trajectory of an earlier run."""
+    from experiments.segmentation import main as seg_main
+    base = ["--preset", "smoke", "--quiet", "--out", str(tmp_path), "--method", "pe", "--no-full-data"]
+    assert seg_main(base) == 0
+    setting = tmp_path / "phantoms" / "low"
+    assert seg_main(base + ["--queries-from", str(setting), "--iterations", "3"]) == 0
+    src = json.loads((setting / "pe" / "seed0" / "state.json").read_text())["records"]
+    rep = json.loads((setting / "pe_precomputed" / "seed0" / "state.json").read_text())["records"]
+    assert [r["queried"] for r in rep] == [r["queried"] for r in src]
+    assert rep[0]["query"]["detail"]["replayed_from"] == str(setting / "pe" / "seed0")
+    cfg = json.loads((setting / "pe_precomputed" / "seed0" / "config.json").read_text())["config"]
+    assert cfg["queries_from"] == str(setting / "pe" / "seed0") and cfg["preset"]["iterations"] == 3
+    # another query setting cannot replay these queries: one line, nothing written
+    with pytest.raises(SystemExit) as e:
+        main_guard(seg_main, base + ["--queries-from", str(setting), "--query-size", "10", "--out", str(tmp_path / "x"),
+                                     "--data-dir", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "another query" in err and "data_key" not in err and err.count("\n") == 1
+    assert not (tmp_path / "x" / "phantoms" / "low").exists()
