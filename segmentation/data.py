@@ -4,8 +4,9 @@ The folder is read by ``segmentation.msd`` (the one MSD / nnU-Net reader; layout
 fields are documented there).  Preparation (:func:`prepare`) validates every case *before* anything
 is written — missing labels, image/label shape or affine mismatches, label values that are not
 classes of dataset.json, wrong channel counts: one ``UserError`` naming the file — then splits the
-cases 75/25 into train+pool and test with a fixed split seed, takes the median train+pool spacing as
-target spacing (the nnU-Net fingerprint is computed on train+pool only), resamples images (cubic)
+cases 75/25 into train+pool and test with a fixed split seed, takes the target spacing from the
+train+pool spacings by nnU-Net's rule (median, anisotropy rule: :func:`segmentation.plans.target_spacing`;
+the nnU-Net fingerprint is computed on train+pool only), resamples images (cubic)
 and labels (nearest) to it, normalises intensities — CT channels with the nnU-Net CT scheme (clip
 to the 0.5/99.5 percentiles of the train+pool foreground, z-score with its mean/std), every other
 channel per image — and caches the result as ``.npy`` files, memory-mapped on load (volumes are
@@ -31,7 +32,7 @@ from core.store import atomic_dir, atomic_write_json
 
 from .msd import Layout, check_header, load_image, load_label, read_layout, rel
 
-CACHE_VERSION = 4   # 4: the split is drawn by core.seeds
+CACHE_VERSION = 5   # 4: the split is drawn by core.seeds; 5: nnU-Net target-spacing rule (anisotropy)
 SPLIT_SEED = 12345  # nnActive's RANDOM_SEED: the split is fixed across experiment seeds
 
 
@@ -96,6 +97,8 @@ class Prepared:
     norm: list[dict]
     lcc_bbox: dict = field(default_factory=dict)  # case index -> [C, 3]
     data_key: str = ""                             # hash of the raw files + split seed
+    mirror: bool = True                            # mirroring allowed (False: left/right labels)
+    mirror_reason: str = ""
 
     @property
     def n_classes(self) -> int:
@@ -149,7 +152,9 @@ def prepare(root, cache_root, split_seed: int = SPLIT_SEED,
         headers.append(check_header(ds, c))
         note("checking headers", i + 1, len(ds.cases))
     train, test = split_cases(len(ds.cases), seed=split_seed)
-    spacing = tuple(float(v) for v in np.median([headers[i].spacing for i in train], 0))
+    from .plans import declared_mirror, target_spacing
+    mirror_declared = declared_mirror(ds.meta, ds.root / "dataset.json")
+    spacing = target_spacing([headers[i].spacing for i in train], [headers[i].shape for i in train])
 
     with atomic_dir(final) as tmp:
         shapes, bboxes, ct_samples = [], {}, {c: [] for c, n in enumerate(ds.channel_names) if n.upper() == "CT"}
@@ -200,7 +205,7 @@ def prepare(root, cache_root, split_seed: int = SPLIT_SEED,
                     "spacing": list(spacing), "original_spacings": [list(h.spacing) for h in headers],
                     "shapes": [list(s) for s in shapes], "norm": norm,
                     "lcc_bbox": {str(k): v for k, v in bboxes.items()},
-                    "data_key": _dataset_hash(ds, split_seed, version=None)}
+                    "data_key": _dataset_hash(ds, split_seed, version=None), "mirror_declared": mirror_declared}
         atomic_write_json(tmp / "manifest.json", manifest)
     return _load_manifest(final, ds)
 
@@ -208,10 +213,13 @@ def prepare(root, cache_root, split_seed: int = SPLIT_SEED,
 def _load_manifest(folder: Path, ds: Layout) -> Prepared:
     try:
         m = json.loads((folder / "manifest.json").read_text())
+        from .plans import mirror_policy
+        mirror, why = mirror_policy(m["class_names"], m.get("mirror_declared"))
         return Prepared(name=m["name"], root=Path(m["root"]), cache_dir=folder, class_names=m["class_names"],
                         channel_names=m["channel_names"], cases=m["cases"], label_files=m["label_files"],
                         train=np.asarray(m["train"], dtype=np.int64), test=np.asarray(m["test"], dtype=np.int64),
                         spacing=tuple(m["spacing"]), shapes=[tuple(s) for s in m["shapes"]], norm=m["norm"],
-                        lcc_bbox={int(k): np.asarray(v) for k, v in m["lcc_bbox"].items()}, data_key=m["data_key"])
+                        lcc_bbox={int(k): np.asarray(v) for k, v in m["lcc_bbox"].items()}, data_key=m["data_key"],
+                        mirror=mirror, mirror_reason=why)
     except (OSError, KeyError, json.JSONDecodeError) as e:
         raise UserError(f"{folder}: corrupt dataset cache ({e.__class__.__name__}); delete the folder to rebuild it") from None

@@ -18,10 +18,12 @@ import numpy as np
 from core import seeds
 from core.query import Evidence, QueryMethod
 
+from .augment import AugmentedRegionSampler
 from .data import Prepared
 from .patches import PatchPool, box_mean
 from .plans import NetworkPlan, Preset, QuerySetting
-from .query import QueryEnv, starting_budget, voxel_maps
+from .query import QueryEnv, voxel_maps
+from .start import starting_budget
 from .training import Ensemble, RegionSampler, cv_folds, train_model
 
 
@@ -86,11 +88,12 @@ class SegmentationDomain:
     def env(self, pool: PatchPool) -> QueryEnv:
         return QueryEnv(pool, self.gt, self.n_classes, self.overlap, self.qs.n_patch_per_image)
 
-    def initial_pool(self) -> PatchPool:
-        """Pool with the starting budget labelled in cycle 0 (validates feasibility: UserError)."""
+    def initial_pool(self, notes: list | None = None) -> PatchPool:
+        """Pool with the starting budget labelled in cycle 0 (validates feasibility: UserError);
+        ``notes`` receives the small-dataset degradations of the start rule (segmentation.start)."""
         pool = self.new_pool()
         ids = starting_budget(self.env(pool), self.qs.query_size, seeds.rng(self.seed, "start"),
-                              self.data.class_names)
+                              self.data.class_names, notes=notes)
         pool.label(ids, 0)
         return pool
 
@@ -115,9 +118,14 @@ class SegmentationDomain:
         for f in range(max(K, 1)):
             held = set(folds[f]) if f < len(folds) else set()
             tr = [j for j in images if j not in held] or images
-            sampler = RegionSampler([self.data.image(self.train_cases[j]) for j in tr], [labels[j] for j in tr],
-                                    self.plan.patch_size, self.n_classes, self.ignore,
-                                    seeds.rng(*key[:1], "regions", *key[1:], f), mirror=True)
+            imgs, labs = [self.data.image(self.train_cases[j]) for j in tr], [labels[j] for j in tr]
+            rng = seeds.rng(*key[:1], "regions", *key[1:], f)
+            if self.preset.augment == "nnunet":
+                sampler = AugmentedRegionSampler(imgs, labs, self.plan.patch_size, self.n_classes, self.ignore, rng,
+                                                 spacing=self.data.spacing, mirror=self.data.mirror)
+            else:
+                sampler = RegionSampler(imgs, labs, self.plan.patch_size, self.n_classes, self.ignore, rng,
+                                        mirror=self.data.mirror)
             models.append(train_model(sampler, self.plan, self.preset, self.data.n_channels, self.n_classes,
                                       self.ignore, (*key, f), self.device, tick=self.hooks.tick))
         self.hooks.done()
@@ -135,7 +143,7 @@ class SegmentationDomain:
         per_case = []
         self.hooks.start("test inference", len(self.data.test))
         for c in self.data.test:
-            P = model.predict(self.data.image(int(c)), overlap=0.5, mirror=self.preset.tta_test)
+            P = model.predict(self.data.image(int(c)), overlap=0.5, mirror=self.preset.tta_test and self.data.mirror)
             pred = P.mean(0).argmax(0).numpy()
             per_case.append(dice_per_class(pred, np.asarray(self.data.label(int(c))), self.n_classes))
             self.hooks.tick(1)

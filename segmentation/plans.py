@@ -11,6 +11,8 @@
   budget only); 5 loops; starting budget = query size.
 * The built-in phantoms use the D.5 patch-size rule and fixed budgets sized like Hippocampus
   (≈ 6 / 12 / 18 % of the train+pool voxels annotated after 5 loops).
+* :func:`mirror_policy`: datasets with left/right labels train and predict without mirroring.
+* :func:`target_spacing` is nnU-Net's 3d_fullres target spacing (median, anisotropy rule).
 * :func:`plan_network` configures a DynUNet from the dataset fingerprint the way nnU-Net does:
   network patch from the median shape under a voxel budget, per-axis pooling while the feature map
   stays ≥ 4 voxels and the axis is not much coarser than the finest one, 3×3×3 kernels except on
@@ -18,6 +20,7 @@
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, asdict
 
 import numpy as np
@@ -48,6 +51,8 @@ class Preset:
     phantom_size: int
     seeds: int                   # default number of seeds
     loops: int = N_LOOPS
+    augment: str = "nnunet"      # "nnunet" (segmentation.augment: nnU-Net's pipeline) or "mirror" (flips only)
+    backend: str = "monai"       # default training backend: "monai" (DynUNet) or "nnunet" (nnunetv2)
 
 
 PRESETS = {
@@ -185,8 +190,69 @@ def query_setting(setting: DatasetSetting | None, regime: str, n_classes: int, l
 
 
 # ---------------------------------------------------------------------------------------------
-# Network plan (nnU-Net style)
+# Mirroring policy (datasets with left/right labels)
 # ---------------------------------------------------------------------------------------------
+
+_SIDE_TOKENS = {"left", "right", "l", "r", "lh", "rh", "lt", "rt", "links", "rechts", "sinister", "dexter"}
+
+
+def lateral_labels(class_names) -> list[str]:
+    """Label names that denote a body side (``left_kidney``, ``Head_of_femur_L``, ``Right Inferior
+    Alveolar Canal``, ``lh_thalamus``): the tokens of a name split at non-letters and camelCase."""
+    out = []
+    for nm in class_names:
+        tokens = re.split(r"[^a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1_\2", str(nm)).lower())
+        if _SIDE_TOKENS & set(tokens):
+            out.append(str(nm))
+    return out
+
+
+def declared_mirror(meta: dict, where) -> bool | None:
+    """dataset.json ``"mirror"``: true / false, or None when absent (then detected from the labels)."""
+    v = meta.get("mirror") if isinstance(meta, dict) else None
+    if v is not None and not isinstance(v, bool):
+        raise UserError(f"{where}: \"mirror\" must be true or false (false: left/right labels, train and "
+                        "predict without mirroring)")
+    return v
+
+
+def mirror_policy(class_names, declared: bool | None) -> tuple[bool, str]:
+    """(mirroring allowed, why).  Datasets with left/right labels train and predict without
+    mirroring (a flipped left structure is a right one), as the thesis does for such roll-outs;
+    dataset.json ``"mirror": true/false`` overrides the detection."""
+    if declared is not None:
+        return bool(declared), f"dataset.json \"mirror\": {str(declared).lower()}"
+    side = lateral_labels(class_names or [])
+    if side:
+        return False, f"left/right labels detected ({', '.join(side[:4])}{', ...' if len(side) > 4 else ''})"
+    return True, "no left/right labels"
+
+
+# ---------------------------------------------------------------------------------------------
+# Target spacing and network plan (nnU-Net's planning rules)
+# ---------------------------------------------------------------------------------------------
+
+def target_spacing(spacings, shapes) -> tuple:
+    """nnU-Net's 3d_fullres target spacing: the per-axis median spacing of train+pool, except on
+    strongly anisotropic data — when the coarsest axis' median spacing exceeds 3× the finest other
+    axis' *and* the median image has fewer than a third as many voxels along it as along the
+    others — where that axis takes the 10th percentile of its spacings instead (kept above the
+    other axes' spacing), so thick-slice scans are not interpolated across a few slices."""
+    sp = np.asarray(spacings, dtype=float).reshape(-1, 3)
+    sz = np.asarray(shapes, dtype=float).reshape(-1, 3)
+    target = np.median(sp, 0)
+    size = np.median(sz, 0)
+    worst = int(np.argmax(target))
+    other = [i for i in range(3) if i != worst]
+    aniso_spacing = target[worst] > 3 * max(target[i] for i in other)
+    aniso_voxels = size[worst] * 3 < min(size[i] for i in other)
+    if aniso_spacing and aniso_voxels:
+        t = float(np.percentile(sp[:, worst], 10))
+        if t < max(target[i] for i in other):
+            t = max(max(target[i] for i in other), t) + 1e-5
+        target[worst] = t
+    return tuple(float(v) for v in target)
+
 
 @dataclass
 class NetworkPlan:
@@ -222,19 +288,33 @@ def _pooling(patch, spacing, max_pools: int, min_feature: int = 4):
 
 
 def plan_network(median_shape, spacing, preset: Preset) -> NetworkPlan:
-    """nnU-Net-like: patch aspect follows the median shape in physical space, capped by the voxel
-    budget and the median shape, then made divisible by the total pooling per axis."""
+    """nnU-Net's 3d_fullres patch planning with a voxel budget in place of its VRAM estimate: start
+    isotropic in mm (a 256³-voxel volume), clip to the median image shape, derive pooling per axis
+    (:func:`_pooling`), pad up to the pooling divisibility, then while over budget shrink the axis
+    whose patch is largest relative to the median shape by one divisibility step (re-deriving the
+    pooling each time)."""
     med = np.maximum(np.asarray(median_shape, dtype=float), 1)
     sp = np.asarray(spacing, dtype=float)
-    # start isotropic in mm, never larger than the median image
-    phys = np.full(3, (preset.patch_voxels * np.prod(sp)) ** (1 / 3))
-    patch = np.minimum(phys / sp, med)
-    while np.prod(patch) > preset.patch_voxels * 1.0001:
+    inv = 1.0 / sp
+    patch = np.maximum(np.round(inv * (256 ** 3 / np.prod(inv)) ** (1 / 3)), 1)
+    patch = np.minimum(patch, med)
+
+    def fit(p):
+        k, st = _pooling(p, sp, preset.max_pools)
+        d = np.prod(np.asarray(st), axis=0)
+        return k, st, d, np.ceil(p / d) * d
+
+    kernels, strides, div, patch = fit(patch)
+    for _ in range(10000):
+        if np.prod(patch) <= preset.patch_voxels:
+            break
         ax = int(np.argmax(patch / med))
-        patch[ax] *= 0.95
-    patch = np.maximum(np.floor(patch + 1e-6), 1)
-    kernels, strides = _pooling(patch, sp, preset.max_pools)
-    div = np.prod(np.asarray(strides), axis=0)
-    patch = np.maximum((patch // div) * div, div).astype(int)
+        p2 = patch.copy()
+        p2[ax] = max(p2[ax] - div[ax], 1)
+        if p2[ax] == patch[ax]:  # cannot shrink this axis further: shrink the next largest
+            order = np.argsort(-(patch / med))
+            ax = next((int(a) for a in order if patch[a] > 1), ax)
+            p2[ax] = max(patch[ax] - div[ax], 1)
+        kernels, strides, div, patch = fit(p2)
     filters = [int(min(preset.base_filters * 2 ** i, preset.max_filters)) for i in range(len(strides))]
     return NetworkPlan(tuple(int(v) for v in patch), kernels, strides, filters)

@@ -155,47 +155,6 @@ def random_patches(env: QueryEnv, n: int, rng: np.random.Generator, probs=P_RAND
     return np.asarray(ids, dtype=np.int64)
 
 
-def starting_budget(env: QueryEnv, size: int, rng: np.random.Generator, class_names=None) -> np.ndarray:
-    """§4.5: two patches centred on random voxels of every label (background included), in two
-    different images, rarest label first, at most one such patch per image; the rest of ``size`` is
-    Random 33 % FG.  Returns candidate ids (to be labelled in cycle 0)."""
-    pool, C = env.pool, env.n_classes
-    names = class_names or [str(c) for c in range(C + 1)]
-    if size < 2 * (C + 1):
-        raise UserError(f"starting budget {size} is too small for 2 class-seeded patches per label "
-                        f"({C + 1} labels incl. background need {2 * (C + 1)}); raise --query-size")
-    holders = {c: [i for i in range(pool.n_images) if c in env.present(i)] for c in range(C + 1)}
-    for c, h in holders.items():
-        if len(h) < 2:
-            raise UserError(f"class {names[c]!r} occurs in {len(h)} train+pool image(s); the starting budget "
-                            "needs it in at least 2")
-    available = set(range(pool.n_images))
-    selectors: dict[int, ImageSelector] = {}
-    ids: list[int] = []
-    remaining = list(range(C + 1))
-    while remaining:
-        c = min(remaining, key=lambda c: (sum(i in available for i in holders[c]), c))
-        cand = [i for i in holders[c] if i in available]
-        placed = 0
-        for j in rng.permutation(len(cand)):
-            img = cand[int(j)]
-            sel = selectors.get(img) or selectors.setdefault(img, env.selector(img))
-            g = _place_on_class(env, sel, img, c, border=False, rng=rng)
-            if g is None:
-                continue
-            sel.accept(g)
-            ids.append(int(pool.encode(img, g)))
-            available.discard(img)
-            placed += 1
-            if placed == 2:
-                break
-        if placed < 2:
-            raise UserError(f"could not place 2 class-seeded starting patches of {names[c]!r} in distinct images")
-        remaining.remove(c)
-    fill = random_patches(env, size - len(ids), rng, P_FG33, selectors)
-    return np.concatenate([np.asarray(ids, dtype=np.int64), fill])
-
-
 # ---------------------------------------------------------------------------------------------
 # uncertainty family
 # ---------------------------------------------------------------------------------------------

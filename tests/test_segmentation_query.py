@@ -10,6 +10,7 @@ from segmentation import query as segq
 
 SEG_METHODS = cq.names("segmentation")
 from segmentation.patches import PatchPool, box_mean
+from segmentation.start import starting_budget
 from synthetic import box_volumes
 
 
@@ -78,7 +79,7 @@ def test_beta_schedule_values():
 def test_methods_never_overlap_labelled_voxels(name):
     env, labels = phantom_env()
     rng = np.random.default_rng(1)
-    start = segq.starting_budget(env, 10, rng)
+    start = starting_budget(env, 10, rng)
     env.pool.label(start, 0)
     scores = fake_scores(env, labels)
     m = cq.get("segmentation", name)
@@ -141,25 +142,6 @@ def test_foreground_aware_random_hits_foreground_more():
                 hits.append(bool(((box == 2) | (box == 3)).any()))
         frac[name] = np.mean(hits)
     assert frac["fg66"] > frac["random"] + 0.15
-
-
-def test_starting_budget_seeds_every_label_twice_in_distinct_images():
-    env, labels = phantom_env(n_img=9)
-    ids = segq.starting_budget(env, 12, np.random.default_rng(0))
-    assert len(np.unique(ids)) == 12
-    img, org = env.pool.decode(ids[:8])  # the 8 class-seeded patches come first
-    assert len(set(img.tolist())) == 8    # at most one class-seeded patch per image
-    for c in range(4):
-        with_c = [j for j, o in zip(img, org) if (labels[j][o[0]:o[0] + 4, o[1]:o[1] + 4, o[2]:o[2] + 4] == c).any()]
-        assert len(set(with_c)) >= 2
-    with pytest.raises(UserError, match="too small"):
-        segq.starting_budget(phantom_env()[0], 7, np.random.default_rng(0))
-    env3, labels3 = phantom_env(n_img=4)
-    for lab in labels3[1:]:
-        lab[lab == 3] = 1                   # class 3 now in one image only
-    env3._present.clear()
-    with pytest.raises(UserError, match="'3'"):
-        segq.starting_budget(env3, 8, np.random.default_rng(0))
 
 
 def test_not_enough_room_is_a_user_error():
