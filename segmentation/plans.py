@@ -59,7 +59,8 @@ PRESETS = {
     # thesis scale: nnU-Net 3d_fullres, 5-fold ensemble, 200 epochs x 250 iterations, batch 2
     "thesis": Preset("thesis", ensemble=5, iterations=200 * 250, batch_size=2, patch_voxels=128 ** 3,
                      base_filters=32, max_filters=320, max_pools=5, deep_supervision=True, amp=True,
-                     tta_test=True, lr=0.01, optimizer="sgd", sw_batch=2, phantom_n=60, phantom_size=64, seeds=4),
+                     tta_test=True, lr=0.01, optimizer="sgd", sw_batch=2, phantom_n=60, phantom_size=64, seeds=4,
+                     backend="nnunet"),
     # same protocol on a 2-core CPU: 2-model ensemble, short training, small network and patches
     # (300 AdamW steps at 1e-3, batch 2 — one foreground-forced sample per batch — is the shortest
     #  schedule that trained the small classes reliably across seeds; 150 steps or batch 1 did not)
