@@ -29,6 +29,7 @@ def main(argv=None) -> int:
     p.add_argument("--tolerance", type=float, default=0.02)
     p.add_argument("--out", default="runs/learning_curve")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patch-voxels", type=int, help="network-patch voxel budget (default: the laptop preset's)")
     a = p.parse_args(argv)
     import numpy as np
     import torch
@@ -43,20 +44,24 @@ def main(argv=None) -> int:
     root = write_brain_dataset(out / "data" / ("brain-lr" if a.lateral else "brain"), lateral=a.lateral)
     data = prepare(root, out / "data" / "cache")
     base = replace(PRESETS["laptop"], ensemble=a.ensemble)
+    if a.patch_voxels:
+        base = replace(base, patch_voxels=a.patch_voxels)
     plan = plan_network(data.fingerprint()["median_shape"], data.spacing, base)
     qs = query_setting(match_setting(data.name), "low", data.n_classes, data.lcc_bbox)
     rows = []
     for L in a.lengths:
         preset = replace(base, iterations=L)
         dom = SegmentationDomain(data, qs, preset, plan, seed=a.seed)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model = dom.train_full(key=(a.seed, 9999))
-        t_train = time.perf_counter() - t0
+        t_train, c_train = time.perf_counter() - t0, time.process_time() - c0
         res = dom.test_metrics(model)
         rows.append({"iterations": L, "mean_dice": res["mean_dice"], "dice_per_class": res["dice_per_class"],
-                     "train_s": t_train, "ensemble": a.ensemble})
+                     "train_s": t_train, "train_cpu_s": c_train, "ensemble": a.ensemble,
+                     "patch": list(plan.patch_size)})
         print(f"{L:6d} iterations: mean Dice {res['mean_dice']:.4f}  per class "
-              f"{[round(v, 3) if v is not None else None for v in res['dice_per_class']]}  train {t_train:.0f}s", flush=True)
+              f"{[round(v, 3) if v is not None else None for v in res['dice_per_class']]}  train {t_train:.0f}s wall, "
+              f"{c_train:.0f}s CPU ({1000 * c_train / L:.0f} ms CPU/iteration)", flush=True)
         atomic_write_json(out / "curve.json", {"dataset": data.name, "classes": data.class_names[1:],
                                                "plan": plan.to_dict(), "rows": rows})
     best = max(r["mean_dice"] for r in rows)

@@ -62,12 +62,12 @@ def require() -> None:
 
 
 def schedule(iterations: int) -> tuple[int, int]:
-    """(epochs, iterations per epoch) for a total length: nnU-Net's 250 per epoch when the length
-    allows (the thesis' 200 epochs = 50 000 iterations), else one epoch of that many iterations."""
+    """(epochs, iterations per epoch) for a total length: nnU-Net's 250 iterations per epoch where
+    the length allows (the thesis' 200 epochs = 50 000 iterations), else the fewest epochs of at most
+    250 iterations that add up to the length (±1 per epoch)."""
     it = max(int(iterations), 1)
-    if it >= 250:
-        return max(it // 250, 1), 250
-    return 1, it
+    epochs = -(-it // 250)
+    return epochs, max(int(round(it / epochs)), 1)
 
 
 @contextlib.contextmanager

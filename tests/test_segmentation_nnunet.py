@@ -53,4 +53,4 @@ def test_nnunet_backend_two_al_loops(tmp_path):
     assert len(ckpts) == 2
     assert not list((nn / "results").glob("train_0_0"))   # earlier loop's models are not kept
     assert "Training done" in (nn / "nnunet.log").read_text()
-    assert schedule(50_000) == (200, 250) and schedule(4) == (1, 4)
+    assert schedule(50_000) == (200, 250) and schedule(4) == (1, 4) and schedule(800) == (4, 200)
