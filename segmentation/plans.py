@@ -63,11 +63,13 @@ PRESETS = {
                      backend="nnunet"),
     # same protocol on a 2-core CPU: one model per loop, short training, small network and patches.
     # Length from the learning curve of benchmarks/seg_learning_curve.py on the real brain data
-    # (full-data test Dice, one model, batch 2, 32³, nnU-Net augmentation): 100 it 0.14, 200 it 0.27,
-    # 400 it 0.44, 800 it 0.54 (see the curve's json for longer lengths); 800 is the knee
-    # that still fits a laptop run.  One model instead of a 2-fold ensemble: a 2-fold model sees
-    # half of the annotated images, which at this length costs more Dice than the ensemble gives;
-    # BALD methods need --ensemble 2.
+    # (--dataset brain; full-data test Dice of one model, batch 2, nnU-Net augmentation):
+    #   32³ patches (~0.2 s CPU/iteration): 100 it 0.14, 200 it 0.27, 400 it 0.44, 800 it 0.54;
+    #   24³ patches (~0.05 s CPU/iteration): 200 it 0.19, 400 it 0.29, 800 it 0.37, 1600 it 0.40 (plateau).
+    # 800 iterations of 32³ is past the steep part of the curve and keeps a 5-loop, 2-method run
+    # near half an hour of CPU; the old 300 iterations, mirror-only, reached 0.28 on this data.
+    # One model instead of a 2-fold ensemble: each fold model sees only half of the annotated
+    # images, which at this length costs more Dice than the ensemble gives; BALD needs --ensemble 2.
     "laptop": Preset("laptop", ensemble=1, iterations=800, batch_size=2, patch_voxels=32 ** 3,
                      base_filters=16, max_filters=64, max_pools=3, deep_supervision=False, amp=True,
                      tta_test=False, lr=1e-3, optimizer="adamw", sw_batch=4, phantom_n=24, phantom_size=48, seeds=1),
