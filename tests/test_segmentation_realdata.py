@@ -10,7 +10,8 @@ from core.errors import UserError
 from core.store import load_run
 from segmentation import realdata
 from segmentation.augment import AugmentConfig, AugmentedRegionSampler
-from segmentation.data import prepare, read_dataset
+from segmentation.data import prepare
+from segmentation.msd import read_layout as read_dataset
 from segmentation.plans import lateral_labels, mirror_policy
 
 needs_brain = pytest.mark.skipif(
@@ -87,9 +88,9 @@ def test_mirror_policy_names_and_override(tmp_path):
             "training": [{"image": f"./imagesTr/c{i}.nii.gz", "label": f"./labelsTr/c{i}.nii.gz"} for i in range(2)]}
     (tmp_path / "dataset.json").write_text(json.dumps({**meta, "mirror": "no"}))
     with pytest.raises(UserError, match='"mirror" must be true or false'):
-        read_dataset(tmp_path)
+        prepare(tmp_path, tmp_path / "cache")
     (tmp_path / "dataset.json").write_text(json.dumps({**meta, "mirror": False}))
-    assert read_dataset(tmp_path).mirror is False
+    assert prepare(tmp_path, tmp_path / "cache").mirror is False
 
 
 def test_no_mirroring_for_left_right_training():
