@@ -328,6 +328,24 @@ class NewCase:
     ood: bool = False
 
 
+def reuse_generated(out: Path, generator: dict, what: str) -> bool:
+    """For writers of generated datasets: True when ``out`` already holds the dataset written with
+    ``generator`` (its dataset.json ``"generator"`` entry); an empty folder is removed; anything
+    else there is refused (``UserError``)."""
+    if not out.exists():
+        return False
+    try:
+        old = json.loads((out / "dataset.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        old = None
+    if old and old.get("generator") == generator:
+        return True
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+        return False
+    raise UserError(f"{out} holds something else (not {what} with these parameters); use another --out")
+
+
 def write_layout(root, cases: Iterable[NewCase], *, name: str, class_names: Sequence[str],
                  channel_names: Sequence[str], spacing: Sequence[float] | None = None, meta: dict | None = None,
                  progress=None) -> Path:

@@ -15,7 +15,6 @@ NIfTI files), written and read back by ``segmentation.msd`` like any downloaded 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from scipy import ndimage
 from core import seeds
 from core.errors import UserError
 
-from .msd import NewCase, write_layout
+from .msd import NewCase, reuse_generated, write_layout
 
 CLASS_NAMES = ["background", "organ", "vessel", "lesion"]
 GENERATOR_VERSION = 2   # 2: draws from core.seeds (purpose "phantom")
@@ -116,17 +115,8 @@ def write_phantoms(out, n: int = 24, size: int = 48, seed: int = 0, spacing=(1.0
     if n < 4 or size < 16:
         raise UserError("phantoms need n >= 4 cases and size >= 16 voxels")
     generator = {"version": GENERATOR_VERSION, "n": n, "size": size, "seed": seed}
-    if out.exists():
-        try:
-            old = json.loads((out / "dataset.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            old = None
-        if old and old.get("generator") == generator:
-            return out
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        else:
-            raise UserError(f"{out} holds something else (not phantoms with these parameters); use another --out")
+    if reuse_generated(out, generator, "phantoms"):
+        return out
 
     def cases():
         for i in range(n):

@@ -20,7 +20,6 @@ folder carries the notice (``COPYING``) and a ``dataset.json`` that says so (see
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import numpy as np
 from core import seeds
 from core.errors import UserError
 
-from .msd import NewCase, write_layout
+from .msd import NewCase, reuse_generated, write_layout
 
 GENERATOR_VERSION = 1
 # CerebrA label values (right hemisphere, left hemisphere) of the five deep grey-matter structures
@@ -127,19 +126,10 @@ def write_brain_dataset(out, n: int = 20, spacing: float = 2.0, lateral: bool = 
         raise UserError("the brain dataset's spacing must be within [0.5, 4] mm")
     generator = {"version": GENERATOR_VERSION, "n": n, "spacing": float(spacing), "lateral": bool(lateral),
                  "seed": int(seed), "margin_mm": float(margin)}
-    if out.exists():
-        try:
-            old = json.loads((out / "dataset.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            old = None
-        if old and old.get("generator") == generator:
-            if not (out / "COPYING").is_file():
-                shutil.copyfile(icbm152_dir() / "COPYING", out / "COPYING")
-            return out
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        else:
-            raise UserError(f"{out} holds something else (not this brain dataset with these parameters); use another --out")
+    if reuse_generated(out, generator, "this brain dataset"):
+        if not (out / "COPYING").is_file():
+            shutil.copyfile(icbm152_dir() / "COPYING", out / "COPYING")
+        return out
     img, lab = _template(lateral)
     fg = np.argwhere(lab > 0)
     lo = np.maximum(fg.min(0) - margin, 0).astype(float)
