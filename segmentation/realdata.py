@@ -30,7 +30,7 @@ from core.errors import UserError
 
 from .msd import NewCase, reuse_generated, write_layout
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: cases drawn with core.seeds (purpose "brain"); v1 used a hex-salted generator
 # CerebrA label values (right hemisphere, left hemisphere) of the five deep grey-matter structures
 STRUCTURES = {"thalamus": (40, 91), "caudate": (49, 100), "putamen": (21, 72), "pallidum": (27, 78),
               "hippocampus": (48, 99)}
