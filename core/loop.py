@@ -61,9 +61,28 @@ class ActiveLearningLoop:
             remaining -= q
 
     def run(self) -> list[dict]:
-        if self.store.pool_state is not None:
-            self.pool.load_state_dict(self.store.pool_state)
+        """Run (or resume, or just return) the cycles; the store is closed when this returns or raises."""
+        try:
+            return self._run()
+        finally:
+            self.store.close()
+
+    def _corrupt(self, what: str) -> UserError:
+        return UserError(f"corrupt run directory: {self.store.dir / 'state.json'}: {what}; "
+                         f"delete {self.store.dir} to start this run over")
+
+    def _run(self) -> list[dict]:
         start = len(self.store.records)
+        if start > self.n_cycles or (self.store.done and start != self.n_cycles):
+            raise self._corrupt(f"{start} records{' marked done' if self.store.done else ''} but the schedule has "
+                                f"{self.n_cycles} cycles")
+        if self.store.done:
+            return self.store.records
+        if self.store.pool_state is not None:
+            try:
+                self.pool.load_state_dict(self.store.pool_state)
+            except (KeyError, TypeError, ValueError, IndexError, UserError) as e:
+                raise self._corrupt(f"pool state does not fit this pool ({e.__class__.__name__})") from None
         self.check_schedule()
         crash_after = os.environ.get("REALISTIC_AL_CRASH_AFTER_CYCLE")
         for cycle in range(start, self.n_cycles):
