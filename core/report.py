@@ -30,18 +30,37 @@ def save_figure(fig, path: Path, dpi: int = 130, tight: bool = True) -> None:
     pyplot().close(fig)
 
 
-def group_curves(runs: Sequence[dict]) -> dict[str, dict[str, np.ndarray]]:
-    """setting → method → array[seeds (sorted), budgets] (curves cut to the shortest common length)."""
-    acc: dict = defaultdict(lambda: defaultdict(list))
-    for r in sorted(runs, key=lambda r: (r["setting"], r["method"], r["seed"])):
-        acc[r["setting"]][r["method"]].append(np.asarray(r["values"], float))
+def group_curves(runs: Sequence[dict], notes: list | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """setting → method → array[seeds, budgets], rows paired *by seed id*: every method of a setting
+    keeps the seeds all its methods ran (sorted), so row k is the same seed for every method
+    (curves cut to the shortest common length).  When methods ran different seeds (``--seed-offset``,
+    a partial run) the others are left out and a line saying so is appended to ``notes``."""
+    acc: dict = defaultdict(lambda: defaultdict(dict))
+    for r in runs:
+        per = acc[r["setting"]][r["method"]]
+        seed = int(r["seed"])
+        if seed in per:
+            if notes is not None:
+                notes.append(f"{r['setting']}: {r['method']} has seed {seed} twice; the first run is used")
+            continue
+        per[seed] = np.asarray(r["values"], float)
     out: dict = {}
-    for s, per in acc.items():
+    for s, per in sorted(acc.items()):
+        common = sorted(set.intersection(*(set(c) for c in per.values())))
+        if notes is not None and any(set(c) != set(common) for c in per.values()):
+            ran = "; ".join(f"{m}: {_seeds_text(sorted(c))}" for m, c in sorted(per.items()))
+            notes.append(f"{s}: methods ran different seeds ({ran}); pairs use the {len(common)} common seed(s)"
+                         + (f" {_seeds_text(common)}" if common else ""))
         out[s] = {}
         for m, curves in per.items():
-            n = min(len(c) for c in curves)
-            out[s][m] = np.stack([c[:n] for c in curves])
+            rows = [curves[k] for k in common]
+            n = min((len(c) for c in rows), default=0)
+            out[s][m] = np.stack([c[:n] for c in rows]) if rows else np.zeros((0, 0))
     return out
+
+
+def _seeds_text(seeds: list) -> str:
+    return ",".join(str(k) for k in seeds) if len(seeds) <= 6 else f"{seeds[0]}..{seeds[-1]} ({len(seeds)})"
 
 
 def summary_rows(runs: Sequence[dict]) -> list[dict]:
@@ -127,7 +146,12 @@ def plot_ppm(ppm: PPM, path: Path, title: str = "Pairwise penalty matrix") -> No
 
 
 def ppm_from_runs(runs: Sequence[dict]) -> PPM:
-    return pairwise_penalty_matrix(group_curves(runs))
+    """The PPM of a set of runs, methods paired by seed id (see ``group_curves``); ``ppm.notes`` says
+    when methods ran different seeds."""
+    notes: list = []
+    ppm = pairwise_penalty_matrix(group_curves(runs, notes))
+    ppm.notes = notes
+    return ppm
 
 
 def plot_score_distribution(panels: Sequence[tuple[str, dict]], path: Path, title: str | None = None) -> None:

@@ -1,7 +1,7 @@
 """Budget-curve summaries: AUBC and the pairwise penalty matrix (PPM)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -32,6 +32,7 @@ class PPM:
     methods: list[str]
     wins: np.ndarray
     max_value: int
+    notes: list[str] = field(default_factory=list)   # e.g. methods ran different seeds (see core.report)
 
     @property
     def mean_row(self) -> np.ndarray:

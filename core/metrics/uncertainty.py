@@ -23,6 +23,9 @@ Conventions (see ``uncertainty.md`` §10):
   repeating every pixel once per rater as the reference code does.
 * **NCC** — normalised cross-correlation ``mean((a−μa)(b−μb)) / (σa σb)`` with population std on
   both sides, so ``NCC(a, a) = 1`` exactly.  A constant map → NaN.
+* **NaN / Inf input** is an error (``ValueError`` naming the metric and the argument) — a NaN label
+  would otherwise count as positive and a NaN score sort somewhere, giving a plausible number.
+  ``nan_policy="propagate"`` returns NaN instead (per row for the row-wise metrics).
 * **GED** — squared generalised energy distance with ``d = 1 − Dice`` (foreground Dice; two empty
   masks have Dice 1 so ``d(x, x) = 0``), expectations over all ordered pairs, self-pairs included.
 """
@@ -45,12 +48,40 @@ def _np(x, dtype=np.float64) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
+NAN_POLICIES = ("raise", "propagate")
+
+
+def _bad(x: np.ndarray, metric: str, arg: str, nan_policy: str, axis=None) -> np.ndarray | bool:
+    """Non-finite entries of input ``arg`` of ``metric``: raise (default) or, with ``propagate``,
+    return where they are (per row over ``axis``) so the caller can answer NaN there."""
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, not {nan_policy!r}")
+    fin = np.isfinite(x)
+    if fin.all():
+        return np.zeros(x.shape[:-1] if axis == -1 and x.ndim else (), dtype=bool) if axis is not None else False
+    if nan_policy == "raise":
+        n = int((~fin).sum())
+        raise ValueError(f"{metric}: {arg} contains {n} NaN/Inf value(s) of {x.size}; "
+                         "fix the input or pass nan_policy='propagate' to get NaN")
+    return ~fin.all(axis) if axis is not None else True
+
+
+def _clean(x: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(x), x, 0.0)
+
+
 # ----------------------------------------------------------------------------------------- AUROC
-def auroc(scores, labels) -> float:
-    """Area under the ROC curve (label 1 = positive; higher score = more positive). NaN if one class."""
-    s, y = _np(scores).ravel(), _np(labels).ravel().astype(bool)
+def auroc(scores, labels, nan_policy: str = "raise") -> float:
+    """Area under the ROC curve (label 1 = positive; higher score = more positive). NaN if one class.
+    Labels must be 0/1 (or bool)."""
+    s, y = _np(scores).ravel(), _np(labels).ravel()
     if len(s) != len(y):
         raise ValueError("scores and labels differ in length")
+    if _bad(s, "auroc", "scores", nan_policy) | _bad(y, "auroc", "labels", nan_policy):
+        return float("nan")
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("auroc: labels must be 0/1")
+    y = y.astype(bool)
     if y.all() or not y.any():
         return float("nan")
     from sklearn.metrics import roc_auc_score
@@ -68,39 +99,46 @@ def _sorted_expected_risks(risks: np.ndarray, confids: np.ndarray) -> np.ndarray
     return means[gid]
 
 
-def _check(risks, confids):
+def _check(risks, confids, metric: str = "aurc", nan_policy: str = "raise"):
     r, c = _np(risks).ravel(), _np(confids).ravel()
     if len(r) != len(c) or len(r) == 0:
         raise ValueError("risks and confids must be non-empty and of equal length")
-    return r, c
+    bad = _bad(r, metric, "risks", nan_policy) | _bad(c, metric, "confids", nan_policy)
+    return r, c, bad
 
 
-def rc_curve(risks, confids) -> tuple[np.ndarray, np.ndarray]:
+def rc_curve(risks, confids, nan_policy: str = "raise") -> tuple[np.ndarray, np.ndarray]:
     """Risk–coverage curve: ``coverage[k] = k/n`` and the expected selective risk of the ``k`` most
     confident samples (k = 1..n), ties resolved by expectation."""
-    r, c = _check(risks, confids)
+    r, c, bad = _check(risks, confids, "rc_curve", nan_policy)
     n = len(r)
     k = np.arange(1, n + 1)
+    if bad:
+        return k / n, np.full(n, np.nan)
     return k / n, np.cumsum(_sorted_expected_risks(r, c)) / k
 
 
-def aurc(risks, confids) -> float:
+def aurc(risks, confids, nan_policy: str = "raise") -> float:
     """Area under the risk–coverage curve (step form, see module doc). Lower is better."""
-    return float(rc_curve(risks, confids)[1].mean())
+    _check(risks, confids, "aurc", nan_policy)
+    return float(rc_curve(risks, confids, nan_policy)[1].mean())
 
 
-def optimal_aurc(risks) -> float:
+def optimal_aurc(risks, nan_policy: str = "raise") -> float:
     r = _np(risks).ravel()
+    if _bad(r, "optimal_aurc", "risks", nan_policy):
+        return float("nan")
     return float((np.cumsum(np.sort(r)) / np.arange(1, len(r) + 1)).mean())
 
 
-def eaurc(risks, confids) -> float:
+def eaurc(risks, confids, nan_policy: str = "raise") -> float:
     """Excess AURC over the oracle CSF (``g* = −risk``); ≥ 0, 0 for the oracle."""
-    return aurc(risks, confids) - optimal_aurc(risks)
+    _check(risks, confids, "eaurc", nan_policy)
+    return aurc(risks, confids, nan_policy) - optimal_aurc(risks, nan_policy)
 
 
 # ------------------------------------------------------------------------------ Platt + ACE
-def platt_fit(scores, targets, mask=None, iters: int = 50) -> tuple[np.ndarray, np.ndarray]:
+def platt_fit(scores, targets, mask=None, iters: int = 50, nan_policy: str = "raise") -> tuple[np.ndarray, np.ndarray]:
     """Platt scaling, one fit per row: ``P(correct) = sigmoid(a·s + b)`` for scores ``[N, V]``
     (1-D input = one row) and (soft) targets in [0, 1]; ``mask`` excludes entries (ignore label).
 
@@ -110,6 +148,9 @@ def platt_fit(scores, targets, mask=None, iters: int = 50) -> tuple[np.ndarray, 
     s = np.atleast_2d(_np(scores))
     t = np.atleast_2d(_np(targets))
     w = np.ones_like(s) if mask is None else np.atleast_2d(_np(mask)).astype(np.float64)
+    bad = (_bad(s, "platt_fit", "scores", nan_policy, -1) | _bad(t, "platt_fit", "targets", nan_policy, -1)
+           | _bad(w, "platt_fit", "mask", nan_policy, -1))
+    s, t, w = _clean(s), _clean(t), _clean(w)
     npos = (t * w).sum(1, keepdims=True)
     nneg = ((1 - t) * w).sum(1, keepdims=True)
     hi, lo = (npos + 1) / (npos + 2), 1 / (nneg + 2)
@@ -135,14 +176,17 @@ def platt_fit(scores, targets, mask=None, iters: int = 50) -> tuple[np.ndarray, 
             break
     a = A / sd[:, 0]
     b = B - a * mu[:, 0]
-    return a, b
+    return np.where(bad, np.nan, a), np.where(bad, np.nan, b)
 
 
-def platt_apply(scores, a: float, b: float) -> np.ndarray:
-    return expit(a * _np(scores) + b)
+def platt_apply(scores, a: float, b: float, nan_policy: str = "raise") -> np.ndarray:
+    x = _np(scores)
+    _bad(x, "platt_apply", "scores", nan_policy)
+    _bad(_np([a, b]), "platt_apply", "parameters a, b", nan_policy)
+    return np.where(np.isfinite(x) & np.isfinite(a) & np.isfinite(b), expit(a * x + b), np.nan)
 
 
-def ace(confidences, correct, n_bins: int = 20, mask=None) -> np.ndarray:
+def ace(confidences, correct, n_bins: int = 20, mask=None, nan_policy: str = "raise") -> np.ndarray:
     """Average calibration error per row of ``[N, V]`` confidences in [0, 1] and (soft) correctness.
     Bins: ``n_bins`` equal-width on ``[0, 1 + 1e-8]``; mean over non-empty bins.  Returns ``[N]``
     (a scalar array for 1-D input)."""
@@ -153,6 +197,9 @@ def ace(confidences, correct, n_bins: int = 20, mask=None) -> np.ndarray:
     w = np.ones_like(c) if mask is None else np.atleast_2d(_np(mask)).astype(np.float64)
     if c.shape != y.shape:
         raise ValueError("confidences and correct differ in shape")
+    bad = (_bad(c, "ace", "confidences", nan_policy, -1) | _bad(y, "ace", "correct", nan_policy, -1)
+           | _bad(w, "ace", "mask", nan_policy, -1))
+    c, y, w = _clean(c), _clean(y), _clean(w)
     n = len(c)
     edges_w = (1 + 1e-8) / n_bins
     b = np.clip((c / edges_w).astype(np.int64), 0, n_bins - 1)
@@ -164,11 +211,12 @@ def ace(confidences, correct, n_bins: int = 20, mask=None) -> np.ndarray:
     gap = np.abs(sc - sy) / np.where(nonempty, cnt, 1)
     with np.errstate(invalid="ignore"):
         out = (gap * nonempty).sum(1) / nonempty.sum(1)
+    out = np.where(bad, np.nan, out)
     return out[0] if one else out
 
 
 # ------------------------------------------------------------------------------------------ NCC
-def ncc(a, b) -> np.ndarray:
+def ncc(a, b, nan_policy: str = "raise") -> np.ndarray:
     """Normalised cross-correlation per row of ``[N, V]`` maps (1-D input → scalar). NaN where a
     map is constant."""
     x, y = _np(a), _np(b)
@@ -176,30 +224,43 @@ def ncc(a, b) -> np.ndarray:
     x, y = np.atleast_2d(x), np.atleast_2d(y)
     if x.shape != y.shape:
         raise ValueError("maps differ in shape")
+    bad = _bad(x, "ncc", "a", nan_policy, -1) | _bad(y, "ncc", "b", nan_policy, -1)
+    x, y = _clean(x), _clean(y)
     xc = x - x.mean(1, keepdims=True)
     yc = y - y.mean(1, keepdims=True)
     den = np.sqrt((xc ** 2).mean(1) * (yc ** 2).mean(1))
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(den > 0, (xc * yc).mean(1) / np.where(den > 0, den, 1), np.nan)
+    out = np.where(bad, np.nan, out)
     return out[0] if one else out
 
 
 # ------------------------------------------------------------------------------------------ GED
-def dice_matrix(A, B) -> np.ndarray:
+def dice_matrix(A, B, nan_policy: str = "raise") -> np.ndarray:
     """Foreground Dice between every mask of ``A[..., K, V]`` and every mask of ``B[..., L, V]``
     → ``[..., K, L]``; two empty masks have Dice 1."""
     a, b = _np(A, np.float32), _np(B, np.float32)
+    bad_a, bad_b = _bad(a, "dice_matrix", "A", nan_policy, -1), _bad(b, "dice_matrix", "B", nan_policy, -1)
+    a, b = _clean(a), _clean(b)
+    out = _dice_matrix(a, b)
+    return np.where(np.asarray(bad_a)[..., :, None] | np.asarray(bad_b)[..., None, :], np.nan, out)
+
+
+def _dice_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = a @ np.swapaxes(b, -1, -2)
     sa, sb = a.sum(-1)[..., :, None], b.sum(-1)[..., None, :]
     den = sa + sb
     return np.where(den > 0, 2 * inter / np.where(den > 0, den, 1), 1.0).astype(np.float64)
 
 
-def ged(refs, samples) -> np.ndarray:
+def ged(refs, samples, nan_policy: str = "raise") -> np.ndarray:
     """Squared generalised energy distance with ``d = 1 − Dice`` between reference masks
     ``[..., N, V]`` and predicted masks ``[..., M, V]`` (all ordered pairs, self-pairs included)."""
     r, s = _np(refs, np.float32), _np(samples, np.float32)
-    cross = (1 - dice_matrix(r, s)).mean((-1, -2))
-    rr = (1 - dice_matrix(r, r)).mean((-1, -2))
-    ss = (1 - dice_matrix(s, s)).mean((-1, -2))
-    return 2 * cross - rr - ss
+    bad = (np.asarray(_bad(r, "ged", "refs", nan_policy, -1)).any(-1)
+           | np.asarray(_bad(s, "ged", "samples", nan_policy, -1)).any(-1))
+    r, s = _clean(r), _clean(s)
+    cross = (1 - _dice_matrix(r, s)).mean((-1, -2))
+    rr = (1 - _dice_matrix(r, r)).mean((-1, -2))
+    ss = (1 - _dice_matrix(s, s)).mean((-1, -2))
+    return np.where(bad, np.nan, 2 * cross - rr - ss)
