@@ -26,6 +26,7 @@ per cycle, so the same seed gives the same augmented batches.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -206,7 +207,20 @@ def random_crop_flip(x: torch.Tensor, pad: int = 4, reflect: bool = False) -> to
     return out.permute(0, 3, 1, 2)
 
 
-@torch.no_grad()
+def in_fp32(augment):
+    """Run an augmentation ``fn(x, ...)`` in float32 with autocast disabled, without gradients.
+
+    Trainers call augmentations inside their bf16/fp16 autocast region; there ``affine_grid``,
+    convolutions and matmuls would silently run in low precision and move pixels by up to 255 grey
+    levels.  Every augmentation path (supervised, FixMatch, SimCLR, roll-out) goes through this."""
+    @functools.wraps(augment)
+    def run(x: torch.Tensor, *args, **kwargs):
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            return augment(x, *args, **kwargs)
+    return run
+
+
+@in_fp32
 def augment_batch(x_u8: torch.Tensor, name: str) -> torch.Tensor:
     """Augment a uint8 batch; returns float [B, 3, H, W] in 0..255 (ready for ``normalise``)."""
     if name not in AUGMENTATIONS:
@@ -397,15 +411,10 @@ def isic_geometry(x: torch.Tensor, rotation=(-180.0, 180.0), degrees=(-180.0, 18
     return _sample(x, x0, valid).clamp_(0, 255)
 
 
-@torch.no_grad()
+@in_fp32
 def augment_rollout(x_u8: torch.Tensor, name: str, kind: str) -> torch.Tensor:
     """A.3.6 transforms for ``kind`` ∈ {isic, imagenet}; uint8 [B, 3, S, S] → float 0..255 [B, 3, S, S]
-    (computed in float32 even inside an autocast region)."""
-    with torch.autocast(x_u8.device.type, enabled=False):
-        return _augment_rollout(x_u8, name, kind)
-
-
-def _augment_rollout(x_u8: torch.Tensor, name: str, kind: str) -> torch.Tensor:
+    (float32 even inside an autocast region: :func:`in_fp32`)."""
     if name not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {name!r}")
     x = x_u8.float()

@@ -41,10 +41,10 @@ from torch import nn
 
 from core import seeds
 from core.errors import UserError
-from core.store import atomic_path, atomic_write
+from core.store import atomic_path, atomic_write, clean_temp, exclusive
 
 from . import datasets
-from .augment import color_jitter, gaussian_blur, normalise, random_grayscale, random_resized_crop
+from .augment import color_jitter, gaussian_blur, in_fp32, normalise, random_grayscale, random_resized_crop
 from .data import ImageData
 from .model import ResNet18
 from .training import (Batches, FitTask, KeepBest, SupervisedModule, TrainConfig, _precision, finish,
@@ -126,18 +126,17 @@ def finetune_config(dataset: str, preset: str = "thesis", regime: str | None = N
 
 # ============================================================================ SimCLR views
 
-@torch.no_grad()
+@in_fp32
 def simclr_view(x_u8: torch.Tensor, cfg: SimCLRConfig, mean, std) -> torch.Tensor:
     """One SimCLR view of a uint8 batch (normalised float32, same spatial size; never autocast)."""
-    with torch.autocast(x_u8.device.type, enabled=False):
-        x = x_u8.float()
-        x = random_resized_crop(x, x.shape[-1], scale=tuple(cfg.crop_scale))
-        s = cfg.jitter_strength
-        x = color_jitter(x, 0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s, p=0.8)
-        x = random_grayscale(x, 0.2)
-        if cfg.blur and x.shape[-1] > 32:
-            x = gaussian_blur(x, p=0.5)
-        return normalise(x.clamp_(0, 255), mean, std)
+    x = x_u8.float()
+    x = random_resized_crop(x, x.shape[-1], scale=tuple(cfg.crop_scale))
+    s = cfg.jitter_strength
+    x = color_jitter(x, 0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s, p=0.8)
+    x = random_grayscale(x, 0.2)
+    if cfg.blur and x.shape[-1] > 32:
+        x = gaussian_blur(x, p=0.5)
+    return normalise(x.clamp_(0, 255), mean, std)
 
 
 # ============================================================================ pre-training
@@ -317,11 +316,33 @@ def image_fingerprint(images: torch.Tensor, max_bytes: int = 64 << 20) -> str:
 
 def cache_path(cache_dir: str | Path, tag: str, seed: int, cfg: SimCLRConfig, images: torch.Tensor) -> Path:
     key = json.dumps({"tag": tag, "seed": int(seed), "seeding": seeds.SEEDING, "cfg": asdict(cfg),
-                      "images": image_fingerprint(images)},
+                      "images": image_fingerprint(images), "format": CKPT_FORMAT},
                      sort_keys=True, default=str)
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in tag)[:60]
     return Path(cache_dir) / f"simclr-{safe}-seed{seed}-{digest}.pt"
+
+
+CKPT_FORMAT = 2   # tensors in the torch file, everything else as a JSON string (loaded with weights_only=True)
+
+
+def save_checkpoint(ckpt: dict, path: Path) -> None:
+    """Atomically write a pre-training checkpoint: ``backbone`` tensors + the rest as JSON."""
+    meta = json.dumps({k: v for k, v in ckpt.items() if k != "backbone"}, sort_keys=True)
+    atomic_write(path, lambda f: torch.save({"backbone": ckpt["backbone"], "meta": meta}, f), binary=True)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint written by ``save_checkpoint`` without unpickling code (a file planted in a
+    shared cache cannot run anything); anything else is one ``UserError``."""
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        meta = json.loads(raw["meta"])
+        if not isinstance(raw["backbone"], dict) or not isinstance(meta, dict):
+            raise TypeError("unexpected layout")
+    except Exception as e:  # noqa: BLE001 — unpickling / JSON / layout errors of a damaged or foreign file
+        raise UserError(f"corrupt or foreign SimCLR checkpoint {path} ({e.__class__.__name__}); delete it") from None
+    return {"backbone": raw["backbone"], **meta}
 
 
 def pretrain(data: PretrainData, cfg: SimCLRConfig, seed: int, device: str = "cpu",
@@ -336,14 +357,22 @@ def pretrain(data: PretrainData, cfg: SimCLRConfig, seed: int, device: str = "cp
     if len(images) == 0:
         raise UserError("SimCLR pre-training needs at least one image")
     path = cache_path(cache_dir, tag, seed, cfg, images) if cache_dir is not None else None
-    if path is not None and path.exists():
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001
-            raise UserError(f"corrupt SimCLR checkpoint {path} ({e.__class__.__name__}); delete it") from None
-        if progress is not None:
-            progress(f"SimCLR: reusing {path.name}")
-        return ckpt
+    if path is None:
+        return _pretrain(data, cfg, seed, device, None, progress, _stop_after)
+    # one process pre-trains a checkpoint, others wait and reuse it; temp files of killed writes go
+    with exclusive(path.parent / f".{path.name}.lock", f"SimCLR checkpoint {path}", wait=True):
+        clean_temp(path.parent, prefix=f".{path.stem}")
+        if path.exists():
+            ckpt = load_checkpoint(path)
+            if progress is not None:
+                progress(f"SimCLR: reusing {path.name}")
+            return ckpt
+        return _pretrain(data, cfg, seed, device, path, progress, _stop_after)
+
+
+def _pretrain(data: PretrainData, cfg: SimCLRConfig, seed: int, device: str, path: Path | None, progress,
+              _stop_after) -> dict:
+    images, tag = data.images, data.tag
     L.seed_everything(seeds.derive(seed, "simclr"), workers=True, verbose=False)
     if cfg.max_images is not None and cfg.max_images < len(images):
         g = torch.Generator().manual_seed(seeds.derive(seed, "simclr", 1))
@@ -369,12 +398,13 @@ def pretrain(data: PretrainData, cfg: SimCLRConfig, seed: int, device: str = "cp
                         precision=_precision(cfg, device), logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                         deterministic=device == "cpu", callbacks=callbacks, limit_val_batches=0)
-    trainer.fit(module, loader, ckpt_path=ckpt_path)
+    trainer.fit(module, loader, ckpt_path=ckpt_path, weights_only=True)
     ckpt = {"backbone": {k: v.detach().cpu() for k, v in module.backbone.state_dict().items()},
             "arch": {"width": cfg.width, "cifar_stem": cifar_stem}, "config": asdict(cfg),
-            "knn_history": module.knn_history, "n_images": len(images), "tag": tag, "seed": int(seed)}
+            "knn_history": [[int(e), float(a)] for e, a in module.knn_history], "n_images": len(images), "tag": tag,
+            "seed": int(seed)}
     if path is not None:
-        atomic_write(path, lambda f: torch.save(ckpt, f), binary=True)
+        save_checkpoint(ckpt, path)
         partial = path.with_suffix(".partial.ckpt")
         if partial.exists():
             partial.unlink()
