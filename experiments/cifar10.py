@@ -19,22 +19,32 @@ A directory made with different flags is a different run: use another ``--out``.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from core import query, report
+from core import query, report, validate
 from core.errors import UserError
-from experiments.common import (Parser, Progress, add_common_args, choice, main_guard, positive_float, positive_int,
-                                print_dry_run, resolve_device)
+from core.store import clean_temp, exclusive, find_runs, load_run
+from experiments.common import (Parser, Progress, add_common_args, choice, dir_arg, int_arg, main_guard, out_arg,
+                                positive_float, positive_int, print_dry_run, resolve_device, seed_list)
 
 DEFAULT_METHODS = ("random", "entropy", "badge")
 
 
 def dataset_type(value: str) -> str:
     from classification import datasets
-    if value in datasets.names() or (value.startswith("folder:") and len(value) > 7):
+    if value in datasets.names():
         return value
+    if value.startswith("folder:") and len(value) > 7:
+        # one spelling per folder (folder:PATH/ and folder:PATH are the same run and the same image cache)
+        path = os.path.normpath(value.split(":", 1)[1])
+        try:
+            validate.input_dir(path, "folder dataset")
+        except UserError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return f"folder:{path}"
     raise argparse.ArgumentTypeError(f"unknown dataset {value!r}; valid: {', '.join(datasets.names())}, folder:PATH")
 
 
@@ -66,9 +76,9 @@ def build_parser() -> Parser:
                    help="tune lr x weight decay (x augmentation) with Optuna on the starting budget and the "
                         "validation subset once per seed (grids of A.4); the best trial is stored and used by "
                         "every cycle and method; an interrupted study resumes")
-    p.add_argument("--image-size", type=int, default=None, metavar="PX",
+    p.add_argument("--image-size", type=int_arg(8, 4096), default=None, metavar="PX",
                    help="roll-out/folder data: side length the images are resized to (default: 224 thesis, 64 laptop, 32 smoke)")
-    p.add_argument("--cache-dir", default=None, metavar="DIR",
+    p.add_argument("--cache-dir", type=out_arg, default=None, metavar="DIR",
                    help="SimCLR checkpoints and decoded roll-out images (default: OUT/.cache)")
     p.add_argument("--imbalance", type=choice(("oversample", "weighted_ce"), "imbalance handling"), default=None,
                    help="imbalanced data only (cifar10_lt, isic2019, miotcd, folder:PATH): class-balanced "
@@ -92,7 +102,7 @@ def build_parser() -> Parser:
     g.add_argument("--beta", type=positive_float("--beta"), default=1.0, metavar="B",
                    help="β of the power_* / softrank_* methods (Gumbel noise of scale 1/β; default 1.0, recorded "
                         "in every run config)")
-    p.add_argument("--data-dir", metavar="DIR", default=None,
+    p.add_argument("--data-dir", type=dir_arg, metavar="DIR", default=None,
                    help="where the data lives: CIFAR as torchvision's python version (DIR/cifar-10-batches-py/); "
                         "Fashion-MNIST *-ubyte(.gz) files (default: the Debian package path)")
     p.add_argument("--download", action="store_true", help="download CIFAR into --data-dir (needs internet)")
@@ -147,12 +157,10 @@ def variant_tag(args) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from classification.experiment import Retune, describe, prepare, run_one
-    if args.seeds < 1:
-        raise UserError("--seeds must be >= 1")
+    seeds = seed_list(args.seed_offset, args.seeds)
     setting, base_cfg, overrides = resolve(args)
     preset = setting.preset
     methods = list(dict.fromkeys(args.method))
-    seeds = [args.seed_offset + k for k in range(args.seeds)]
     root = (Path(args.out) / args.dataset.replace("folder:", "folder_").replace("/", "_")
             / (args.regime + variant_tag(args)) / args.paradigm)
     cache_dir = Path(args.cache_dir or Path(args.out) / ".cache")
@@ -163,7 +171,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return print_dry_run({**plan, "tune": args.tune, "out": str(root), "device": args.device})
     device = resolve_device(args.device)
 
-    runs = []
     with Progress(args.quiet) as pr:
         total = None
         for seed in seeds:
@@ -202,18 +209,41 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   beta=args.beta, round0_cache=cache, progress=progress, pretrained=ckpt,
                                   extra_config=extra, retune=retune)
                 pr.advance(total, reg.rounds)
-                runs.append({"method": m, "seed": seed, "setting": f"{args.dataset}/{args.regime}",
-                             "budgets": [r["budget"] for r in records],
-                             "values": [r["metrics"][prep.splits.metric] for r in records]})
-                pr.log(f"{m} seed {seed}: final {prep.splits.metric} {runs[-1]['values'][-1]:.4f} at budget {runs[-1]['budgets'][-1]}")
-    metric = "balanced accuracy" if prep.splits.metric == "balanced_accuracy" else "test accuracy"
-    report.plot_curves(runs, root / "curves.png", ylabel=metric)
-    md = report.write_table(report.summary_rows(runs), root / "table.md", metric=metric)
+                pr.log(f"{m} seed {seed}: final {prep.splits.metric} {records[-1]['metrics'][prep.splits.metric]:.4f} "
+                       f"at budget {records[-1]['budget']}")
+    # the tables cover every run of this setting under --out (also those another process wrote into it)
+    with exclusive(root / ".table.lock", f"the tables in {root}", wait=True):
+        clean_temp(root)  # tables of a killed report
+        runs = setting_runs(root, {"experiment": "classification", "dataset": prep.splits.name,
+                                   "paradigm": args.paradigm, "preset": preset.name, "metric": prep.splits.metric},
+                            args.regime, prep.splits.metric)
+        metric = "balanced accuracy" if prep.splits.metric == "balanced_accuracy" else "test accuracy"
+        report.plot_curves(runs, root / "curves.png", ylabel=metric)
+        md = report.write_table(report.summary_rows(runs), root / "table.md", metric=metric)
+        with_ppm = len({r["method"] for r in runs}) >= 2 and len({r["seed"] for r in runs}) >= 2
+        notes = []
+        if with_ppm:
+            ppm = report.ppm_from_runs(runs)
+            report.plot_ppm(ppm, root / "ppm.png")
+            notes = ppm.notes
     print(md)
-    if len(methods) >= 2 and len(seeds) >= 2:
-        report.plot_ppm(report.ppm_from_runs(runs), root / "ppm.png")
-    print(f"wrote {root / 'curves.png'}, {root / 'table.md'}" + (f", {root / 'ppm.png'}" if len(methods) >= 2 and len(seeds) >= 2 else ""))
+    for note in notes:
+        print(f"note: {note}")
+    print(f"wrote {root / 'curves.png'}, {root / 'table.md'}" + (f", {root / 'ppm.png'}" if with_ppm else ""))
     return 0
+
+
+def setting_runs(root: Path, match: dict, regime: str, metric: str) -> list[dict]:
+    """One budget curve of ``metric`` per run directory of the setting found below ``root``."""
+    runs = []
+    for run_dir, cfg in find_runs(root, match):
+        if (cfg.get("regime") or {}).get("name") != regime:
+            continue
+        _, records = load_run(run_dir)
+        if records:
+            runs.append({"method": cfg["method"], "seed": cfg["seed"], "setting": f"{match['dataset']}/{regime}",
+                         "budgets": [r["budget"] for r in records], "values": [r["metrics"][metric] for r in records]})
+    return runs
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ import sys
 import time
 from typing import Callable, Sequence
 
-from core.errors import UserError
+from core import validate
+from core.errors import UserError, disk_error
 
 PRESETS = ("thesis", "laptop", "smoke")
 
@@ -44,14 +45,45 @@ def choice(valid: Sequence[str], what: str) -> Callable[[str], str]:
     return parse
 
 
+def _checked(check: Callable, name: str) -> Callable[[str], object]:
+    """argparse ``type=`` from a ``core.validate`` check: its ``UserError`` becomes the one-line
+    ``error: argument --flag: ...`` (exit 2) before anything runs."""
+    def parse(value: str):
+        try:
+            return check(value)
+        except UserError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = name
+    return parse
+
+
+def int_arg(minimum: int | None = None, maximum: int | None = None) -> Callable[[str], int]:
+    """Integer flag within bounds (``int_arg(1)``: a positive count, ``int_arg(0)``: non-negative)."""
+    return _checked(lambda v: validate.integer(v, "value", minimum, maximum), "integer")
+
+
+def float_arg(positive: bool = False) -> Callable[[str], float]:
+    return _checked(lambda v: validate.number(v, "value", positive), "number")
+
+
+seed_arg = _checked(lambda v: validate.seed(v, "seed"), "seed")
+out_arg = _checked(lambda v: str(validate.output_dir(v, "folder")), "folder")
+dir_arg = _checked(lambda v: str(validate.input_dir(v, "folder")), "folder")
+
+
+def seed_list(first: int, n: int) -> list[int]:
+    """The seeds ``first .. first + n - 1`` of ``--seed-offset`` / ``--seeds`` (all < 2**32)."""
+    return validate.seed_range(first, n)
+
+
 def add_common_args(p: argparse.ArgumentParser, default_out: str) -> None:
     g = p.add_argument_group("run control")
-    g.add_argument("--seeds", type=int, default=3, metavar="N",
+    g.add_argument("--seeds", type=int_arg(1), default=3, metavar="N",
                    help="number of repetitions (seeds S..S+N-1, S = --seed-offset); every random choice of a "
                         "run (splits where the experiment draws them, training, queries) follows its seed "
                         "(default: 3, as in the thesis)")
-    g.add_argument("--seed-offset", type=int, default=0, metavar="S", help="first seed (default 0)")
-    g.add_argument("--out", default=default_out, metavar="DIR",
+    g.add_argument("--seed-offset", type=seed_arg, default=0, metavar="S", help="first seed (default 0; seeds are < 2**32)")
+    g.add_argument("--out", type=out_arg, default=default_out, metavar="DIR",
                    help=f"output root; one run directory per method and seed below it (default: {default_out})")
     g.add_argument("--preset", type=choice(PRESETS, "preset"), default="laptop",
                    help="thesis = every thesis setting (GPU cluster scale); laptop = same protocol, "
@@ -180,12 +212,25 @@ def main_guard(main: Callable[[Sequence[str] | None], int | None], argv: Sequenc
                          "(finished jobs are kept)\n")
         sys.exit(1)
     except UserError as e:
-        sys.stderr.write(f"error: {e}\n")
-        sys.exit(2)
+        _fail(e)
+    except OSError as e:  # disk full, read-only or unreadable path met outside the atomic writers
+        err = disk_error(e)
+        if err is None:
+            raise
+        _fail(err)
+    except MemoryError:
+        _fail(UserError("out of memory: the requested sizes do not fit into this machine's memory; "
+                        "choose smaller sizes or a smaller preset"))
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; finished cycles are saved — rerun with --resume to continue\n")
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def _fail(e: UserError) -> None:
+    msg = " ".join(str(e).split())  # one line, whatever the message held
+    sys.stderr.write(f"error: {msg}\n")
+    sys.exit(2)
 
 
 class Progress:

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from experiments.common import Parser, Progress, main_guard
+from experiments.common import Parser, Progress, float_arg, int_arg, main_guard, out_arg, seed_arg
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = Parser(prog="python -m experiments.make_phantoms", description=__doc__.split("\n")[0],
                epilog=__doc__.split("\n", 1)[1])
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    p.add_argument("--n", type=int, default=24, help="number of cases (default 24)")
-    p.add_argument("--size", type=int, default=48, help="edge length in voxels (default 48)")
-    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
-    p.add_argument("--spacing", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("X", "Y", "Z"),
+    p.add_argument("--out", type=out_arg, required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--n", type=int_arg(4, 100_000), default=24, help="number of cases (default 24, at least 4)")
+    p.add_argument("--size", type=int_arg(16, 4096), default=48, help="edge length in voxels (default 48, at least 16)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="generator seed (default 0)")
+    p.add_argument("--spacing", type=float_arg(positive=True), nargs=3, default=(1.0, 1.0, 1.0), metavar=("X", "Y", "Z"),
                    help="voxel spacing written to the NIfTI headers in mm (default 1 1 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)

@@ -16,8 +16,8 @@ from typing import Sequence
 
 from core import report
 from core.errors import UserError
-from core.store import load_run
-from experiments.common import Parser, main_guard
+from core.store import clean_temp, exclusive, load_run
+from experiments.common import Parser, main_guard, out_arg
 
 PREFERRED = ("accuracy", "balanced_accuracy", "dice", "mean_dice")
 
@@ -35,11 +35,19 @@ def collect(paths: Sequence[str], metric: str | None) -> tuple[list[dict], str]:
         if not Path(p).exists():
             raise UserError(f"{p} does not exist")
         for cfg_path in sorted(Path(p).rglob("config.json")):
-            cfg, records = load_run(cfg_path.parent)
+            try:
+                cfg, records = load_run(cfg_path.parent)
+            except UserError:
+                if (cfg_path.parent / "state.json").exists():
+                    raise  # a damaged run must not silently drop out of the table
+                continue  # a config.json that is not a run's
             if not records or "method" not in cfg:
                 continue
-            if metric is None:
-                metric = next((m for m in PREFERRED if m in records[0].get("metrics", {})), None)
+            if metric is None:  # the metric the run is scored by (balanced accuracy for roll-out data), else the first known
+                scored_by = cfg.get("metric") or ("balanced_accuracy" if str(cfg.get("dataset", "")).startswith(
+                    ("isic2019", "miotcd", "folder:")) else None)  # runs written before configs named their metric
+                metric = scored_by if scored_by in records[0].get("metrics", {}) else None
+                metric = metric or next((m for m in PREFERRED if m in records[0].get("metrics", {})), None)
                 if metric is None:
                     raise UserError(f"no known metric in {cfg_path.parent}; pass --metric "
                                     f"(have: {', '.join(records[0].get('metrics', {}))})")
@@ -72,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = Parser(prog="python -m experiments.report", description=__doc__)
     p.add_argument("paths", nargs="+", help="run directories or folders containing them")
     p.add_argument("--metric", default=None, help="metric to plot (default: accuracy / balanced_accuracy / dice)")
-    p.add_argument("--out", default=None, help="where to write curves.png, table.md, ppm.png (default: first path)")
+    p.add_argument("--out", type=out_arg, default=None,
+                   help="where to write curves.png, table.md, ppm.png (default: first path)")
     p.add_argument("--scores", type=int, default=None, metavar="CYCLE",
                    help="also plot the score distribution of cycle CYCLE's query (0 = the first query, -1 = the "
                         "last) of every run to scores_cycleCYCLE.png")
@@ -81,15 +90,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--scores takes a cycle >= 0 or -1 (the last query)")
     runs, metric = collect(args.paths, args.metric)
     out = Path(args.out or args.paths[0])
-    out.mkdir(parents=True, exist_ok=True)
-    report.plot_curves(runs, out / "curves.png", ylabel=metric)
-    print(report.write_table(report.summary_rows(runs), out / "table.md", metric=metric))
-    methods, seeds = {r["method"] for r in runs}, {r["seed"] for r in runs}
-    if len(methods) >= 2 and len(seeds) >= 2:
-        ppm = report.ppm_from_runs(runs)
-        report.plot_ppm(ppm, out / "ppm.png")
-        print(json.dumps({"ppm_methods": ppm.methods, "wins": ppm.wins.round(3).tolist(),
-                          "mean_row": ppm.mean_row.round(3).tolist(), "max": ppm.max_value}))
+    if args.out is None and not Path(args.paths[0]).is_dir():
+        raise UserError(f"{args.paths[0]} is not a folder; pass --out DIR for the report")
+    with exclusive(out / ".table.lock", f"the tables in {out}", wait=True):
+        clean_temp(out)  # tables of a killed report
+        report.plot_curves(runs, out / "curves.png", ylabel=metric)
+        print(report.write_table(report.summary_rows(runs), out / "table.md", metric=metric))
+        methods, seeds = {r["method"] for r in runs}, {r["seed"] for r in runs}
+        if len(methods) >= 2 and len(seeds) >= 2:
+            ppm = report.ppm_from_runs(runs)
+            report.plot_ppm(ppm, out / "ppm.png")
+            print(json.dumps({"ppm_methods": ppm.methods, "wins": ppm.wins.round(3).tolist(),
+                              "mean_row": ppm.mean_row.round(3).tolist(), "max": ppm.max_value}))
+            for note in ppm.notes:
+                print(f"note: {note}")
     if args.scores is not None:
         panels = score_panels(args.paths, args.scores)
         if not panels:

@@ -39,8 +39,8 @@ import numpy as np
 
 from core.errors import UserError
 from core.selection import SCHEDULES
-from experiments.common import (Parser, Progress, add_common_args, choice, main_guard, positive_float, print_dry_run,
-                                resolve_device)
+from experiments.common import (Parser, Progress, add_common_args, choice, float_arg, int_arg, main_guard, out_arg,
+                                positive_float, print_dry_run, resolve_device, seed_arg, seed_list)
 
 DEFAULT_OUT = "runs/segmentation"
 
@@ -67,22 +67,22 @@ def build_parser() -> Parser:
             a.default = None
             a.help = "number of seeds (default: 4 for --preset thesis as in the thesis, 1 for laptop/smoke)"
     g = p.add_argument_group("segmentation protocol")
-    g.add_argument("--data-dir", metavar="DIR", help="where phantoms and the preprocessed-dataset cache live "
+    g.add_argument("--data-dir", type=out_arg, metavar="DIR", help="where phantoms and the preprocessed-dataset cache live "
                                                     "(default: OUT/data)")
-    g.add_argument("--patch-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
+    g.add_argument("--patch-size", type=int_arg(1), nargs=3, metavar=("X", "Y", "Z"),
                    help="query patch size in voxels of the resampled grid (default: Table C.2/D.1 or the D.5 rule)")
-    g.add_argument("--query-size", type=int, metavar="N", help="patches per loop = starting budget (default: per regime)")
-    g.add_argument("--agg-stride", type=int, nargs=3, metavar=("X", "Y", "Z"),
+    g.add_argument("--query-size", type=int_arg(1), metavar="N", help="patches per loop = starting budget (default: per regime)")
+    g.add_argument("--agg-stride", type=int_arg(1), nargs=3, metavar=("X", "Y", "Z"),
                    help="stride of the candidate-patch grid (default: per dataset; 1 for phantoms)")
-    g.add_argument("--n-patch-per-image", type=int, metavar="N", help="max patches per image per query (default 20)")
-    g.add_argument("--overlap", type=float, default=0.0, metavar="O",
+    g.add_argument("--n-patch-per-image", type=int_arg(1), metavar="N", help="max patches per image per query (default 20)")
+    g.add_argument("--overlap", type=float_arg(), default=0.0, metavar="O",
                    help="allowed overlap fraction of a new patch with annotated voxels (default 0)")
     g.add_argument("--backend", choices=("monai", "nnunet"), default=None,
                    help="training backend: monai (DynUNet, nnU-Net planning rules + augmentation) or nnunet "
                         "(nnU-Net v2; needs the [nnunet] extra) (default: nnunet for --preset thesis, else monai)")
-    g.add_argument("--loops", type=int, metavar="N", help="AL loops incl. the starting budget (default 5)")
-    g.add_argument("--ensemble", type=int, metavar="K", help="ensemble size / CV folds (default: preset)")
-    g.add_argument("--iterations", type=int, metavar="N", help="training iterations per model (default: preset)")
+    g.add_argument("--loops", type=int_arg(2), metavar="N", help="AL loops incl. the starting budget (default 5)")
+    g.add_argument("--ensemble", type=int_arg(1), metavar="K", help="ensemble size / CV folds (default: preset)")
+    g.add_argument("--iterations", type=int_arg(1), metavar="N", help="training iterations per model (default: preset)")
     g.add_argument("--beta", type=positive_float("--beta"), default=1.0, metavar="B",
                    help="β of power_* / softrank_* and of clap_pe (Gumbel noise of scale 1/β on the log of the "
                         "aggregated patch scores; default 1.0; the PowerBALD ablation of Table C.7 uses 5, 10, 20, 40)")
@@ -94,10 +94,10 @@ def build_parser() -> Parser:
                         "earlier run of the same dataset, regime, query setting and seeds — DIR is its setting folder "
                         "(OUT/DATASET/REGIME) — and train with this run's length (e.g. --iterations 125000 = 500 epochs); "
                         "runs go to METHOD_precomputed/")
-    g.add_argument("--split-seed", type=int, default=12345, help="seed of the fixed 75/25 train+pool/test split")
+    g.add_argument("--split-seed", type=seed_arg, default=12345, help="seed of the fixed 75/25 train+pool/test split")
     g.add_argument("--no-full-data", action="store_true",
                    help="skip the full-data reference model (FG-Eff is then not computed)")
-    g.add_argument("--threads", type=int, metavar="N",
+    g.add_argument("--threads", type=int_arg(1, 1024), metavar="N",
                    help="torch CPU threads (default: 1 for the laptop/smoke presets on CPU — on a shared 2-core "
                         "machine 2 OpenMP threads are several times slower — else torch's choice)")
     return p
@@ -177,21 +177,47 @@ def _full_data_key(data, preset, plan, backend) -> str:
 
 
 def _full_data_result(domain, data, preset, plan, out_dir: Path, log) -> dict:
-    from core.store import atomic_write_json
+    from core.store import atomic_write_json, clean_temp, exclusive
     key = _full_data_key(data, preset, plan, domain.backend)
     path = out_dir / "full_data" / f"{preset.name}-{key}.json"
-    if path.exists():
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            pass
-    log("training the full-data reference ensemble (for FG-Eff)")
-    t0 = time.perf_counter()
-    model = domain.train_full()
-    res = domain.test_metrics(model)
-    res["train_s"] = time.perf_counter() - t0
-    atomic_write_json(path, res)
+    # shared by every regime of the dataset: one process trains it, others wait and reuse it
+    with exclusive(path.parent / f".{path.name}.lock", f"full-data reference {path}", wait=True):
+        clean_temp(path.parent, prefix=f".{path.stem}.")
+        if path.exists():
+            try:
+                res = json.loads(path.read_text())
+                if isinstance(res, dict) and isinstance(res.get("mean_dice"), (int, float)):
+                    return res
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+                pass
+            log(f"{path} is damaged; retraining the full-data reference")
+        log("training the full-data reference ensemble (for FG-Eff)")
+        t0 = time.perf_counter()
+        model = domain.train_full()
+        res = domain.test_metrics(model)
+        res["train_s"] = time.perf_counter() - t0
+        atomic_write_json(path, res)
     return res
+
+
+def _add_other_runs(setting_dir: Path, config: dict, run_dirs: dict, label: dict) -> None:
+    """Add the runs of this setting that another invocation (or process) wrote under --out to
+    ``run_dirs``/``label``, keyed by their directory name, so no table forgets a method."""
+    from core import query
+    from core.store import find_runs
+    keys = ("experiment", "dataset", "data_key", "regime", "preset", "query", "plan", "overlap", "split_seed",
+            "seeding", "backend")
+    mine = {d.resolve() for d in run_dirs.values()}
+    for d, cfg in find_runs(setting_dir, {k: config[k] for k in keys if k in config}):
+        if d.resolve() in mine:
+            continue
+        key = d.parent.name
+        run_dirs[(key, cfg["seed"])] = d
+        if key not in label:
+            try:
+                label[key] = query.get("segmentation", key).label
+            except UserError:
+                label[key] = key
 
 
 def _noise(m: str, qm, args) -> tuple:
@@ -291,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from core import metrics, query, report
     from core.seeds import SEEDING
     from core.loop import ActiveLearningLoop
-    from core.store import RunStore, atomic_write_text, load_run
+    from core.store import RunStore, atomic_write_text, clean_temp, exclusive, load_run, load_state
     from segmentation.experiment import Hooks, SegmentationDomain
     from segmentation.plans import PRESETS, match_setting, plan_network, query_setting
     from segmentation.report import plot_queries
@@ -322,9 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # on a shared 2-core machine OpenMP barriers make 2 threads several times slower than 1
         torch.set_num_threads(1)
     n_seeds = args.seeds if args.seeds is not None else preset.seeds
-    if n_seeds < 1:
-        raise UserError("--seeds must be >= 1")
-    seeds = [args.seed_offset + i for i in range(n_seeds)]
+    seeds = seed_list(args.seed_offset, n_seeds)
     methods = list(dict.fromkeys(args.method))
     qms = {m: query.get("segmentation", m) for m in methods}
     for m, qm in qms.items():
@@ -389,80 +413,83 @@ def main(argv: Sequence[str] | None = None) -> int:
                     config["beta_schedule"] = args.beta_schedule
                 if source is not None:
                     config["queries_from"] = str(source)
-                store = RunStore(run_dir, config, resume=args.resume)
                 run_dirs[(m, seed)] = run_dir
-                if store.done:
-                    pr.advance(cycles_task, qs.loops)
-                    pr.log(f"{m} seed {seed}: finished run found, skipped")
+                with RunStore(run_dir, config, resume=args.resume) as store:
+                    if store.done:
+                        pr.advance(cycles_task, qs.loops)
+                        pr.log(f"{m} seed {seed}: finished run found, skipped")
+                        continue
+                    pr.advance(cycles_task, len(store.records))
+                    loop = ActiveLearningLoop(pool, train=domain.train, evaluate=domain.evaluate,
+                                              evidence=domain.evidence, query=qm,
+                                              query_sizes=[qs.query_size] * (qs.loops - 1), store=store, seed=seed,
+                                              beta=args.beta, context=lambda cycle: {"beta_schedule": args.beta_schedule},
+                                              progress=lambda msg, m=m, s=seed: pr.log(f"{m} seed {s}: {msg}"))
+                    orig_commit = store.commit
+
+                    def commit(record, pool_state, extra=None, _orig=orig_commit, m=m, s=seed):
+                        _orig(record, pool_state, extra)
+                        pr.advance(cycles_task, 1)
+                        md = record["metrics"]
+                        pr.log(f"{m} seed {s}: cycle {record['cycle'] + 1}: {record['budget']} patches, "
+                               f"mean Dice {md['mean_dice']:.4f}, annotated FG {100 * md['fg_fraction']:.2f}%")
+                    store.commit = commit
+                    loop.run()
+
+        # ---------------- report: this invocation's runs + every other run of the setting under --out ----------
+        with exclusive(setting_dir / ".table.lock", f"the tables in {setting_dir}", wait=True):
+            clean_temp(setting_dir)  # tables of a killed report
+            _add_other_runs(setting_dir, config, run_dirs, label)
+            runs, fg_curves = [], {}
+            for (m, seed), run_dir in sorted(run_dirs.items()):
+                _, records = load_run(run_dir)
+                if not records:
                     continue
-                pr.advance(cycles_task, len(store.records))
-                loop = ActiveLearningLoop(pool, train=domain.train, evaluate=domain.evaluate, evidence=domain.evidence,
-                                          query=qm, query_sizes=[qs.query_size] * (qs.loops - 1), store=store,
-                                          seed=seed, beta=args.beta,
-                                          context=lambda cycle: {"beta_schedule": args.beta_schedule},
-                                          progress=lambda msg, m=m, s=seed: pr.log(f"{m} seed {s}: {msg}"))
-                orig_commit = store.commit
-
-                def commit(record, pool_state, extra=None, _orig=orig_commit, m=m, s=seed):
-                    _orig(record, pool_state, extra)
-                    pr.advance(cycles_task, 1)
-                    md = record["metrics"]
-                    pr.log(f"{m} seed {s}: cycle {record['cycle'] + 1}: {record['budget']} patches, "
-                           f"mean Dice {md['mean_dice']:.4f}, annotated FG {100 * md['fg_fraction']:.2f}%")
-                store.commit = commit
-                loop.run()
-
-        # ---------------- report ----------------
-        runs, fg_curves = [], {}
-        for (m, seed), run_dir in sorted(run_dirs.items()):
-            _, records = load_run(run_dir)
-            if not records:
-                continue
-            runs.append({"method": m, "seed": seed, "setting": f"{ds_key}/{regime}",
-                         "budgets": [r["budget"] for r in records],
-                         "values": [r["metrics"]["mean_dice"] for r in records]})
-            fg_curves.setdefault(m, []).append(([r["metrics"]["fg_fraction"] for r in records],
-                                                [r["metrics"]["mean_dice"] for r in records]))
-        if not runs:
-            raise UserError("no finished cycles to report")
-        fg = {}
-        y_full = None
-        if not args.no_full_data:
-            dom0 = SegmentationDomain(data, qs, preset, plan, seed=seeds[0], device=device, hooks=hooks, backend=backend,
-                                      work_dir=Path(args.out) / ds_key / "full_data" /
-                                      f"nnunet-{_full_data_key(data, preset, plan, backend)}")
-            full = _full_data_result(dom0, data, preset, plan, Path(args.out) / ds_key, pr.log)
-            y_full = full["mean_dice"]
-            fg = metrics.fg_eff_setting(fg_curves, y_full)
-        setting_dir.mkdir(parents=True, exist_ok=True)
-        shown = [{**r, "method": label[r["method"]]} for r in runs]
-        report.plot_curves(shown, setting_dir / "curve.png", ylabel="test mean Dice", xlabel="annotated patches",
-                           title=f"{data.name} — {regime} (query patch {tuple(qs.patch)})")
-        rows = report.summary_rows(runs)
-        md = _write_table(rows, fg, runs, run_dirs, setting_dir, y_full, label)
-        ppm = report.ppm_from_runs(shown)
-        report.plot_ppm(ppm, setting_dir / "ppm.png", title=f"PPM {ds_key}/{regime}")
-        # first AL query of every method (first seed)
-        per_method = []
-        for m in methods:
-            rd = run_dirs.get((m, seeds[0]))
-            if rd is None:
-                continue
-            _, records = load_run(rd)
-            if len(records) < 1 or not records[0]["queried"]:
-                continue
-            state = json.loads((rd / "state.json").read_text())
-            pool = SegmentationDomain(data, qs, preset, plan, seed=seeds[0]).new_pool()
-            pool.load_state_dict(state["pool"])
-            per_method.append((label[m], np.asarray(records[0]["queried"]), pool.labelled_in(0)))
-        if per_method:
-            plot_queries(data, pool, per_method, setting_dir / "queries.png", data.class_names,
-                         title=f"{data.name} — {regime}: patches of the first AL query (seed {seeds[0]}), centre slices")
-        summary = {"dataset": data.name, "regime": regime, "backend": backend, "query": qs.to_dict(), "plan": plan.to_dict(),
-                   "preset": asdict(preset), "full_data_dice": y_full, "rows": rows,
-                   "fg_eff": {m: asdict(f) for m, f in fg.items()},
-                   "ppm": {"methods": ppm.methods, "wins": ppm.wins.tolist(), "max_value": ppm.max_value}}
-        atomic_write_text(setting_dir / "summary.json", json.dumps(summary, indent=1, default=float) + "\n")
+                runs.append({"method": m, "seed": seed, "setting": f"{ds_key}/{regime}",
+                             "budgets": [r["budget"] for r in records],
+                             "values": [r["metrics"]["mean_dice"] for r in records]})
+                fg_curves.setdefault(m, []).append(([r["metrics"]["fg_fraction"] for r in records],
+                                                    [r["metrics"]["mean_dice"] for r in records]))
+            if not runs:
+                raise UserError("no finished cycles to report")
+            fg = {}
+            y_full = None
+            if not args.no_full_data:
+                dom0 = SegmentationDomain(data, qs, preset, plan, seed=seeds[0], device=device, hooks=hooks, backend=backend,
+                                          work_dir=Path(args.out) / ds_key / "full_data" /
+                                          f"nnunet-{_full_data_key(data, preset, plan, backend)}")
+                full = _full_data_result(dom0, data, preset, plan, Path(args.out) / ds_key, pr.log)
+                y_full = full["mean_dice"]
+                fg = metrics.fg_eff_setting(fg_curves, y_full)
+            setting_dir.mkdir(parents=True, exist_ok=True)
+            shown = [{**r, "method": label[r["method"]]} for r in runs]
+            report.plot_curves(shown, setting_dir / "curve.png", ylabel="test mean Dice", xlabel="annotated patches",
+                               title=f"{data.name} — {regime} (query patch {tuple(qs.patch)})")
+            rows = report.summary_rows(runs)
+            md = _write_table(rows, fg, runs, run_dirs, setting_dir, y_full, label)
+            ppm = report.ppm_from_runs(shown)
+            report.plot_ppm(ppm, setting_dir / "ppm.png", title=f"PPM {ds_key}/{regime}")
+            # first AL query of every method (first seed)
+            per_method = []
+            for m in methods:
+                rd = run_dirs.get((m, seeds[0]))
+                if rd is None:
+                    continue
+                _, records = load_run(rd)
+                if len(records) < 1 or not records[0]["queried"]:
+                    continue
+                _, state = load_state(rd)
+                pool = SegmentationDomain(data, qs, preset, plan, seed=seeds[0]).new_pool()
+                pool.load_state_dict(state["pool"])
+                per_method.append((label[m], np.asarray(records[0]["queried"]), pool.labelled_in(0)))
+            if per_method:
+                plot_queries(data, pool, per_method, setting_dir / "queries.png", data.class_names,
+                             title=f"{data.name} — {regime}: patches of the first AL query (seed {seeds[0]}), centre slices")
+            summary = {"dataset": data.name, "regime": regime, "backend": backend, "query": qs.to_dict(), "plan": plan.to_dict(),
+                       "preset": asdict(preset), "full_data_dice": y_full, "rows": rows,
+                       "fg_eff": {m: asdict(f) for m, f in fg.items()},
+                       "ppm": {"methods": ppm.methods, "wins": ppm.wins.tolist(), "max_value": ppm.max_value}}
+            atomic_write_text(setting_dir / "summary.json", json.dumps(summary, indent=1, default=float) + "\n")
 
     print(md, end="")
     print(f"outputs in {setting_dir}: curve.png, table.md, table.csv, ppm.png, queries.png, summary.json")
@@ -480,6 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"thesis expectation ClaSP PE ≥ Random 33% FG (Final Dice and AUBC): {verdict} here")
     if n_seeds < 2:
         print("note: the PPM needs ≥ 2 seeds (paired t-test); with 1 seed it is empty")
+    for note in ppm.notes:
+        print(f"note: {note}")
     return 0
 
 

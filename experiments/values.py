@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Sequence
 
 from experiments.common import (Parser, Progress, add_common_args, add_executor_args, choice, executor_from_args,
-                                main_guard, print_dry_run, resolve_device)
+                                int_arg, main_guard, print_dry_run, resolve_device, seed_list)
 
 from uncertainty.aggregation import AGGREGATIONS
 from uncertainty.data import SCENARIO_NAMES
@@ -60,7 +60,7 @@ def build_parser() -> Parser:
                                      "validation); default: all")
     g.add_argument("--tasks", nargs="+", type=choice(TASKS, "task"), default=list(TASKS), metavar="T",
                    help=f"separation study and downstream tasks (default: all): {', '.join(TASKS)}")
-    g.add_argument("--epochs", type=int, default=None, metavar="N", help="override the preset's training epochs")
+    g.add_argument("--epochs", type=int_arg(1), default=None, metavar="N", help="override the preset's training epochs")
     g.add_argument("--al-learner", type=choice(("pm", "backbone"), "AL learner"), default=None,
                    help="what AL retrains: the prediction model itself (pm, thesis preset) or one softmax U-Net "
                         "(backbone, laptop/smoke presets)")
@@ -82,10 +82,7 @@ def build_parser() -> Parser:
 
 def _check(args) -> None:
     from core.errors import UserError
-    if args.seeds < 1:
-        raise UserError("--seeds must be at least 1")
-    if args.epochs is not None and args.epochs < 1:
-        raise UserError("--epochs must be at least 1")
+    seed_list(args.seed_offset, args.seeds)   # every seed < 2**32
     if args.dataset not in ("toy2d", "toy3d") and not Path(args.dataset).exists():
         raise UserError(f"unknown dataset {args.dataset!r}: not toy2d/toy3d and no such path")
     if args.dataset not in ("toy2d", "toy3d") and args.scenario != "mixed":
@@ -97,7 +94,7 @@ def run_spec(args, device: str, threads: int, workers: int = 1):
     return RunSpec(dataset=args.dataset, preset=args.preset, models=list(dict.fromkeys(args.models)),
                    measures=list(dict.fromkeys(args.measures)), aggregations=list(dict.fromkeys(args.aggregations)),
                    tasks=list(dict.fromkeys(args.tasks)),
-                   seeds=[args.seed_offset + i for i in range(args.seeds)], device=device, out=Path(args.out),
+                   seeds=seed_list(args.seed_offset, args.seeds), device=device, out=Path(args.out),
                    resume=args.resume, epochs=args.epochs, al_learner=args.al_learner,
                    al_aggregations=args.al_aggregations, workers=workers, threads=threads, plots=not args.no_plots,
                    scenario=args.scenario)
