@@ -61,30 +61,53 @@ class Splits:
 
 # ----------------------------------------------------------------------------- raw loaders
 
-def _read_idx(path: Path) -> np.ndarray:
+def _read_idx(path: Path, ndim: int | None = None) -> np.ndarray:
+    """An IDX ubyte file (optionally gzipped) as a uint8 array; a truncated, garbled or unreadable
+    file is one ``UserError`` naming it."""
+    import zlib
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except OSError as e:  # permission denied, directory, ...; gzip: BadGzipFile is an OSError
+        from core.errors import disk_error
+        raise (disk_error(e, path, "read") or UserError(f"{path}: cannot read ({e.__class__.__name__}: {e})")) from None
+    except (EOFError, zlib.error) as e:
+        raise UserError(f"{path}: truncated or corrupt gzip file ({e.__class__.__name__}); replace it") from None
+    if len(data) < 4:
+        raise UserError(f"{path}: truncated IDX file ({len(data)} bytes)")
     magic = int.from_bytes(data[0:4], "big")
-    ndim = magic & 0xFF
-    if magic >> 8 != 0x08:
-        raise UserError(f"{path} is not an IDX ubyte file")
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    nd = magic & 0xFF
+    if magic >> 8 != 0x08 or nd == 0 or (ndim is not None and nd != ndim):
+        raise UserError(f"{path} is not an IDX ubyte file" + (f" of {ndim} dimension(s)" if ndim else ""))
+    if len(data) < 4 + 4 * nd:
+        raise UserError(f"{path}: truncated IDX header")
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(nd)]
+    need = int(np.prod(dims, dtype=np.int64))
+    have = len(data) - 4 - 4 * nd
+    if have != need:
+        raise UserError(f"{path}: header says {'x'.join(map(str, dims))} = {need} bytes of data, the file holds "
+                        f"{have} ({'truncated' if have < need else 'trailing bytes'}); replace it")
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * nd).reshape(dims)
+
+
+FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def _find_fmnist(data_dir: Path | None) -> Path:
-    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-    candidates = []
-    if data_dir is not None:
-        d = Path(data_dir)
-        candidates += [d, d / "FashionMNIST" / "raw", d / "fashion-mnist"]
-    candidates.append(DEBIAN_FMNIST)
+    """The folder with the four Fashion-MNIST files: ``--data-dir`` (or its torchvision / upstream
+    sub-folders) when given — never silently another copy — else the Debian package path."""
+    names = FMNIST_FILES
+    candidates = [Path(data_dir), Path(data_dir) / "FashionMNIST" / "raw", Path(data_dir) / "fashion-mnist"] \
+        if data_dir is not None else [DEBIAN_FMNIST]
     for c in candidates:
         if all((c / n).exists() or (c / (n + ".gz")).exists() for n in names):
             return c
-    where = " or ".join(str(c) for c in candidates)
-    raise UserError(f"Fashion-MNIST not found in {where}: install the Debian package "
+    if data_dir is not None:
+        near = max(candidates, key=lambda c: sum((c / n).exists() or (c / (n + ".gz")).exists() for n in names))
+        missing = [n for n in names if not ((near / n).exists() or (near / (n + ".gz")).exists())]
+        raise UserError(f"Fashion-MNIST not found in --data-dir {data_dir}: {near} lacks {', '.join(missing)}(.gz)")
+    raise UserError(f"Fashion-MNIST not found in {DEBIAN_FMNIST}: install the Debian package "
                     f"(apt-get install dataset-fashion-mnist) or put the four *-ubyte(.gz) files in --data-dir")
 
 
@@ -92,17 +115,27 @@ def load_fashion_mnist(data_dir: Path | None, download: bool = False) -> tuple[I
     """(train, test) of Fashion-MNIST (never downloaded)."""
     root = _find_fmnist(Path(data_dir) if data_dir else None)
 
-    def get(stem):
+    def get(stem, ndim):
         p = root / stem
-        return _read_idx(p if p.exists() else root / (stem + ".gz"))
+        return _read_idx(p if p.exists() else root / (stem + ".gz"), ndim)
 
     def to_img(x):  # [N, 28, 28] → [N, 3, 32, 32] (zero-pad 2 px, grey → 3 channels)
         x = np.pad(x, ((0, 0), (2, 2), (2, 2)))
         return torch.from_numpy(np.ascontiguousarray(np.repeat(x[:, None], 3, axis=1)))
 
-    train = ImageData(to_img(get("train-images-idx3-ubyte")), get("train-labels-idx1-ubyte").astype(np.int64))
-    test = ImageData(to_img(get("t10k-images-idx3-ubyte")), get("t10k-labels-idx1-ubyte").astype(np.int64))
-    return train, test
+    def pair(split):
+        images, labels = get(f"{split}-images-idx3-ubyte", 3), get(f"{split}-labels-idx1-ubyte", 1)
+        if len(images) != len(labels):
+            raise UserError(f"Fashion-MNIST in {root}: {split}-images holds {len(images)} images but "
+                            f"{split}-labels {len(labels)} labels")
+        if len(labels) == 0:
+            raise UserError(f"Fashion-MNIST in {root}: {split} split is empty")
+        if labels.max() > 9:
+            raise UserError(f"Fashion-MNIST in {root}: {split}-labels holds label {int(labels.max())}; "
+                            "labels must be 0..9")
+        return ImageData(to_img(images), labels.astype(np.int64))
+
+    return pair("train"), pair("t10k")
 
 
 def load_cifar(data_dir: Path | None, n_classes: int, download: bool) -> tuple[ImageData, ImageData]:
@@ -119,6 +152,16 @@ def load_cifar(data_dir: Path | None, n_classes: int, download: bool) -> tuple[I
         tr, te = cls(str(root), train=True, download=download), cls(str(root), train=False, download=download)
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
         raise UserError(f"CIFAR-{n_classes} under {root / folder} is incomplete or corrupted ({e})") from None
+    except OSError as e:  # no network (URLError), permission denied, ...
+        from core.errors import disk_error
+        if disk_error(e) is not None:
+            raise disk_error(e) from None
+        raise UserError(f"CIFAR-{n_classes}: {'download failed' if download else 'cannot read'} "
+                        f"({e.__class__.__name__}: {getattr(e, 'reason', e)}); copy torchvision's python version "
+                        f"to {root / folder}/ or use --dataset fashion_mnist offline") from None
+    except Exception as e:  # noqa: BLE001 — a garbled pickle raises anything
+        raise UserError(f"CIFAR-{n_classes} under {root / folder} cannot be read ({e.__class__.__name__}); "
+                        "replace it") from None
 
     def conv(ds):
         return ImageData(torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))),
@@ -202,6 +245,8 @@ def label_strategy(targets: np.ndarray, n: int, n_classes: int, rng: np.random.G
     if len(first) > n:
         raise UserError(f"a starting budget of {n} cannot hold {first_per_class} samples of each of {n_classes} classes")
     rest = np.setdiff1d(np.arange(len(targets)), first)
+    if n - len(first) > len(rest):
+        raise UserError(f"a label set of {n} is larger than the {len(targets)} samples it is drawn from")
     more = rng.choice(rest, size=n - len(first), replace=False)
     return np.sort(np.concatenate([first, more]))
 

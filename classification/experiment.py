@@ -112,10 +112,15 @@ def prepare(setting: Setting, seed: int) -> Prepared:
     refused with one line)."""
     preset, info = setting.preset, datasets.get(setting.dataset)
     planned = setting_regime(setting, n_classes_of(setting), 10 ** 9)
-    s = _splits(setting.dataset, datasets.LoadRequest(
+    request = datasets.LoadRequest(
         seed, setting.data_dir, setting.download, setting.image_size or ROLLOUT_IMAGE_SIZE[preset.name],
         max_train=pool_size(preset, planned.final_budget, None), max_val=None if preset.pool_size is None else VAL_CAP,
-        max_test=preset.test_size, cache_dir=setting.cache_dir))
+        max_test=preset.test_size, cache_dir=setting.cache_dir)
+    if info.rollout:  # refuse a dataset too small for the regime before decoding (caching) it
+        from . import rollout
+        files, _, tr, va, te = rollout.plan_splits(setting.dataset, info.source, request)
+        _check_fits(setting.dataset, setting_regime(setting, len(files.classes), len(va)), len(tr), len(va), len(te))
+    s = _splits(setting.dataset, request)
     regime = setting_regime(setting, s.n_classes, len(s.val))
     n_pool = pool_size(preset, regime.final_budget, len(s.train), setting.dataset, regime.name)
     rng = seeds.rng(seed, "pool")
@@ -124,6 +129,7 @@ def prepare(setting: Setting, seed: int) -> Prepared:
     raised = n_pool is not None and n_pool > preset.pool_size
     pool_ids = D.subsample(s.train.targets, n_pool, rng, s.n_classes, exact=raised)
     pool = s.train.subset(pool_ids)
+    _check_fits(setting.dataset, regime, len(pool), len(s.val), len(s.test))
     test_ids = D.subsample(s.test.targets, preset.test_size, seeds.rng(0, "test"), s.n_classes)
     val_size = min(regime.val_size, len(s.val))
     if info.rollout:  # §4.5: 25 per class first, the rest at random from the split
@@ -134,11 +140,15 @@ def prepare(setting: Setting, seed: int) -> Prepared:
                                    seeds.rng(seed, "val"), balanced=True)
     start = D.label_strategy(pool.targets, regime.start, s.n_classes, seeds.rng(seed, "start"),
                              balanced=not s.imbalanced)
-    need = regime.start + sum(regime.query_sizes)
-    if need > len(pool):
-        raise UserError(f"regime {regime.name} needs {need} pool samples (start {regime.start} + "
-                        f"{len(regime.query_sizes)} queries of {regime.query}) but the pool holds {len(pool)}")
     return Prepared(setting, s, pool, pool_ids, s.val.subset(val_ids), s.test.subset(test_ids), start, regime, seed)
+
+
+def _check_fits(dataset: str, regime: Regime, n_pool: int, n_val: int, n_test: int) -> None:
+    need = regime.start + sum(regime.query_sizes)
+    if need > n_pool or n_val == 0 or n_test == 0:
+        raise UserError(f"{dataset} is too small for the {regime.name} regime: it needs {need} pool samples (start "
+                        f"{regime.start} + {len(regime.query_sizes)} queries of {regime.query}), the pool holds "
+                        f"{n_pool} (validation {n_val}, test {n_test} samples)")
 
 
 def train_seed(seed: int, cycle: int) -> int:
@@ -367,14 +377,14 @@ def run_one(prep: Prepared, method_name: str, cfg: TrainConfig, run_dir: Path, *
         extra_config["retune_at"] = sorted(int(b) for b in retune.budgets)
     config = run_config(prep.splits.name, regime, setting.paradigm, method_name, prep.seed, setting.preset, cfg,
                         extra_config, beta)
-    store = RunStore(run_dir, config, resume=resume)
-    if store.done:
-        return store.records
-    pool = Pool(len(prep.pool_data), val_ids=np.arange(len(prep.val_data)), test_ids=np.arange(len(prep.test_data)))
-    if store.pool_state is None:
-        pool.label(prep.start_ids, 0)
-    run = ClassificationRun(prep, method, cfg, device, round0_cache, pretrained=pretrained, retune=retune)
-    loop = ActiveLearningLoop(pool, train=run.train, evaluate=run.evaluate, evidence=run.evidence, query=method,
-                              query_sizes=regime.query_sizes, store=store, seed=prep.seed, beta=beta,
-                              progress=progress)
-    return loop.run()
+    # the split sizes actually used (the preset's caps only bound them) and the metric the run is scored by
+    config.update(pool_size=len(prep.pool_data), test_size=len(prep.test_data), metric=prep.splits.metric)
+    with RunStore(run_dir, config, resume=resume) as store:
+        pool = Pool(len(prep.pool_data), val_ids=np.arange(len(prep.val_data)), test_ids=np.arange(len(prep.test_data)))
+        if store.pool_state is None:
+            pool.label(prep.start_ids, 0)
+        run = ClassificationRun(prep, method, cfg, device, round0_cache, pretrained=pretrained, retune=retune)
+        loop = ActiveLearningLoop(pool, train=run.train, evaluate=run.evaluate, evidence=run.evidence, query=method,
+                                  query_sizes=regime.query_sizes, store=store, seed=prep.seed, beta=beta,
+                                  progress=progress)
+        return loop.run()

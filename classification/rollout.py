@@ -22,7 +22,10 @@ Their A.3.6 training transforms are in ``classification.augment`` (families ``is
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +36,7 @@ import torch
 
 from core import seeds
 from core.errors import UserError
-from core.store import atomic_write
+from core.store import atomic_write, clean_temp, exclusive, undo_dirs
 
 from .data import ImageData, Splits, subsample
 
@@ -88,16 +91,25 @@ def list_isic(root: Path) -> FileList:
 
 
 def _class_folders(root: Path, what: str) -> tuple[list, np.ndarray, tuple]:
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    try:
+        classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    except OSError as e:
+        raise UserError(f"{what}: cannot list {root} ({e.strerror or e.__class__.__name__})") from None
     if not classes:
         raise UserError(f"{what}: {root} has no class folders (expected {root}/<class>/<image>.jpg)")
     paths, targets = [], []
     for c, name in enumerate(classes):
-        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMG_EXT and p.is_file())
+        try:
+            files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMG_EXT and p.is_file())
+        except OSError as e:
+            raise UserError(f"{what}: cannot list {root / name} ({e.strerror or e.__class__.__name__})") from None
+        if not files:  # an empty folder would silently become an extra class (and change C, the budgets, ...)
+            raise UserError(f"{what}: class folder {root / name} holds no images ({'/'.join(IMG_EXT)}); "
+                            "remove it or add its images")
         paths += files
         targets += [c] * len(files)
-    if not paths:
-        raise UserError(f"{what}: no images ({'/'.join(IMG_EXT)}) in the class folders of {root}")
+    if len(classes) < 2:
+        raise UserError(f"{what}: {root} has a single class folder ({classes[0]}); classification needs >= 2 classes")
     return paths, np.asarray(targets, dtype=np.int64), tuple(classes)
 
 
@@ -186,8 +198,11 @@ def _decode_one(path: Path, size: int, view: str) -> np.ndarray:
                 left, top = int(round((nw - size) / 2)), int(round((nh - size) / 2))
                 im = im.crop((left, top, left + size, top + size))
             return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
-    except (OSError, UnidentifiedImageError) as e:
-        raise UserError(f"cannot read image {path} ({e.__class__.__name__})") from None
+    except Image.DecompressionBombError as e:  # Pillow's own guard against absurd header sizes
+        raise UserError(f"image {path} is too large to decode safely ({str(e).split(' could')[0]}); "
+                        "is it a real image?") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise UserError(f"cannot read image {path} ({e.__class__.__name__}: {str(e)[:80]})") from None
 
 
 def _fingerprint(files: FileList, size: int) -> str:
@@ -204,24 +219,41 @@ def decode(files: FileList, ids: np.ndarray, size: int, cache_dir: str | Path | 
     """uint8 ``[len(ids), 3, size, size]`` for ``files.paths[ids]``; with ``cache_dir`` decoded images
     are kept in a memmap (``<name>-<size>-<hash>.npy`` + ``.filled.npy``) and reused / resumed."""
     ids = np.asarray(ids, dtype=np.int64)
-    out = np.zeros((len(ids), 3, size, size), dtype=np.uint8)
+    if cache_dir is None:
+        return _decode(files, ids, size, None, None, None, workers, chunk, progress, name)
+    cache_dir = Path(cache_dir)
+    stem = cache_dir / f"{name.replace(':', '_').replace('/', '_')}-{size}-{_fingerprint(files, size)}"
+    # one process fills a cache file at a time (others wait, then reuse it); temp files of killed writes go
+    with exclusive(cache_dir / f".{stem.name}.lock", f"image cache {stem}", wait=True):
+        clean_temp(cache_dir, prefix=f".{stem.name}")
+        return _decode(files, ids, size, *_open_cache(stem, (len(files.paths), 3, size, size)),
+                       workers, chunk, progress, name)
+
+
+def _open_cache(stem: Path, shape: tuple) -> tuple:
+    """(memmap, filled mask, mask path) of an image cache; a cache a killed process left unreadable
+    (e.g. a header without data) is started afresh — the mask says which images are valid."""
+    data_path, mask_path = stem.with_suffix(".npy"), Path(str(stem) + ".filled.npy")
     store = filled = None
-    if cache_dir is not None:
-        cache_dir = Path(cache_dir)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        stem = cache_dir / f"{name.replace(':', '_').replace('/', '_')}-{size}-{_fingerprint(files, size)}"
-        data_path, mask_path = stem.with_suffix(".npy"), Path(str(stem) + ".filled.npy")
-        shape = (len(files.paths), 3, size, size)
-        if data_path.exists():
+    if data_path.exists():
+        try:
             store = np.load(data_path, mmap_mode="r+")
-            if store.shape != shape:
-                raise UserError(f"image cache {data_path} has an unexpected shape; delete it")
-        else:
-            store = np.lib.format.open_memmap(data_path, mode="w+", dtype=np.uint8, shape=shape)
-        filled = np.load(mask_path) if mask_path.exists() else np.zeros(len(files.paths), dtype=bool)
-        todo = ids[~filled[ids]]
-    else:
-        todo = ids
+            filled = np.load(mask_path) if mask_path.exists() else np.zeros(shape[0], dtype=bool)
+            if store.shape != shape or store.dtype != np.uint8 or filled.shape != (shape[0],) or filled.dtype != bool:
+                raise ValueError("unexpected shape")
+        except (OSError, ValueError, EOFError):
+            store = filled = None
+            mask_path.unlink(missing_ok=True)
+    if store is None:
+        store = np.lib.format.open_memmap(data_path, mode="w+", dtype=np.uint8, shape=shape)
+        filled = np.zeros(shape[0], dtype=bool)
+    return store, filled, mask_path
+
+
+def _decode(files: FileList, ids: np.ndarray, size: int, store, filled, mask_path, workers, chunk, progress,
+            name) -> torch.Tensor:
+    out = np.zeros((len(ids), 3, size, size), dtype=np.uint8)
+    todo = ids[~filled[ids]] if store is not None else ids
     todo = np.unique(todo)
     pos = {int(i): k for k, i in enumerate(ids)} if store is None else None
     done = 0
@@ -266,30 +298,50 @@ def source_folder(name: str, data_dir=None) -> tuple[FileList, FileList | None]:
     return list_folder(Path(path))
 
 
-def load_rollout(info, name: str, req, progress: Callable[[str], None] | None = None) -> Splits:
-    """The seed's splits of a roll-out dataset (``info``: its ``datasets.DatasetInfo``, ``req`` a
-    ``datasets.LoadRequest``) as in-memory ``Splits`` (ImageNet normalisation, balanced accuracy,
-    ``imbalanced=True``).  ``req.max_*`` cap each split by a stratified subset drawn *before*
-    decoding (train/val per seed, test with a fixed seed)."""
-    size, seed = req.image_size, req.seed
-    if size < 8:
-        raise UserError(f"image size {size} is too small (>= 8 px)")
-    files, official_test = info.source(name, req.data_dir)
+@functools.lru_cache(maxsize=4)
+def plan_splits(name: str, source: Callable, req) -> tuple:
+    """(files, official test files or None, train ids, val ids, test ids) of a roll-out dataset for
+    ``req.seed`` — listing and splitting only, nothing decoded or written (so a dataset too small
+    for a regime is refused before any cache is made)."""
+    seed = req.seed
+    files, official_test = source(name, req.data_dir)
     C = len(files.classes)
     tr, va, te = split_rollout(files.targets, seed, has_official_test=official_test is not None)
     rng = seeds.rng(seed, "subsample")
     tr = tr[subsample(files.targets[tr], req.max_train, rng, C)]
     va = va[subsample(files.targets[va], req.max_val, rng, C)]
-    tag = name if not name.startswith("folder:") else "folder_" + hashlib.sha1(name.encode()).hexdigest()[:8]
-    dec = dict(size=size, cache_dir=req.cache_dir, workers=req.workers, progress=progress, name=tag)
-    train = ImageData(decode(files, tr, **dec), files.targets[tr])
-    val = ImageData(decode(files, va, **dec), files.targets[va])
     if official_test is not None:
         te = subsample(official_test.targets, req.max_test, seeds.rng(0, "test"), C)
-        test = ImageData(decode(official_test, te, **{**dec, "name": tag + "_test"}), official_test.targets[te])
     else:
         te = te[subsample(files.targets[te], req.max_test, seeds.rng(0, "test"), C)]
-        test = ImageData(decode(files, te, **dec), files.targets[te])
+    return files, official_test, tr, va, te
+
+
+def load_rollout(info, name: str, req, progress: Callable[[str], None] | None = None) -> Splits:
+    """The seed's splits of a roll-out dataset (``info``: its ``datasets.DatasetInfo``, ``req`` a
+    ``datasets.LoadRequest``) as in-memory ``Splits`` (ImageNet normalisation, balanced accuracy,
+    ``imbalanced=True``).  ``req.max_*`` cap each split by a stratified subset drawn *before*
+    decoding (train/val per seed, test with a fixed seed)."""
+    size = req.image_size
+    if size < 8:
+        raise UserError(f"image size {size} is too small (>= 8 px)")
+    files, official_test, tr, va, te = plan_splits(name, info.source, req)
+    C = len(files.classes)
+    tag = name if not name.startswith("folder:") else "folder_" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    dec = dict(size=size, cache_dir=req.cache_dir, workers=req.workers, progress=progress, name=tag)
+    fresh = req.cache_dir is not None and not Path(req.cache_dir).exists()
+    with undo_dirs(req.cache_dir) if fresh else contextlib.nullcontext():
+        try:
+            train = ImageData(decode(files, tr, **dec), files.targets[tr])
+            val = ImageData(decode(files, va, **dec), files.targets[va])
+            if official_test is not None:
+                test = ImageData(decode(official_test, te, **{**dec, "name": tag + "_test"}), official_test.targets[te])
+            else:
+                test = ImageData(decode(files, te, **dec), files.targets[te])
+        except UserError:
+            if fresh:  # a bad image in a dataset seen for the first time: leave no cache behind
+                shutil.rmtree(req.cache_dir, ignore_errors=True)
+            raise
     meta = {"classes": list(files.classes), "n_total": len(files.paths) + (len(official_test.paths) if official_test else 0),
             "expected_total": info.expected_total,
             "train_counts": np.bincount(train.targets, minlength=C).tolist(),

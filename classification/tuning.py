@@ -108,9 +108,9 @@ def tune(paradigm: str, fit_fn: Callable, base_cfg, study_dir: str | Path, *, sp
     if best_path.exists():
         try:
             saved = json.loads(best_path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             saved = {}
-        if saved.get("study") == name:
+        if isinstance(saved, dict) and saved.get("study") == name and isinstance(saved.get("params"), dict):
             return dict(saved["params"]), best_path
     storage = JournalStorage(JournalFileBackend(str(study_dir / "study.journal")))
     epochs = int(getattr(base_cfg, "epochs", 4))

@@ -28,7 +28,7 @@ import numpy as np
 
 from core import seeds
 from core.errors import UserError
-from core.store import atomic_dir, atomic_write_json
+from core.store import atomic_dir, atomic_write_json, clean_temp, exclusive, undo_dirs
 
 from .msd import Layout, check_header, load_image, load_label, read_layout, rel
 
@@ -110,10 +110,17 @@ class Prepared:
 
     def image(self, i: int) -> np.ndarray:
         """Normalised ``[channels, X, Y, Z]`` float32 of case ``i`` (read-only memory map)."""
-        return np.load(self.cache_dir / f"{self.cases[i]}_img.npy", mmap_mode="r")
+        return self._cached(f"{self.cases[i]}_img.npy")
 
     def label(self, i: int) -> np.ndarray:
-        return np.load(self.cache_dir / f"{self.cases[i]}_seg.npy", mmap_mode="r")
+        return self._cached(f"{self.cases[i]}_seg.npy")
+
+    def _cached(self, name: str) -> np.ndarray:
+        try:
+            return np.load(self.cache_dir / name, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as e:  # truncated / garbage cache file
+            raise UserError(f"damaged dataset cache file {self.cache_dir / name} ({e.__class__.__name__}); "
+                            f"delete the folder {self.cache_dir} to rebuild it") from None
 
     def fingerprint(self) -> dict:
         shapes = np.asarray([self.shapes[i] for i in self.train])
@@ -156,57 +163,63 @@ def prepare(root, cache_root, split_seed: int = SPLIT_SEED,
     mirror_declared = declared_mirror(ds.meta, ds.root / "dataset.json")
     spacing = target_spacing([headers[i].spacing for i in train], [headers[i].shape for i in train])
 
-    with atomic_dir(final) as tmp:
-        shapes, bboxes, ct_samples = [], {}, {c: [] for c, n in enumerate(ds.channel_names) if n.upper() == "CT"}
-        train_set = set(train.tolist())
-        rng = seeds.rng(0, "ct")
-        for i, c in enumerate(ds.cases):
-            lab = load_label(ds, c)
-            img = load_image(ds, c)
-            new_shape = tuple(max(1, int(round(s * sp / tsp))) for s, sp, tsp in zip(headers[i].shape, headers[i].spacing, spacing))
-            img = resample(img, new_shape, order=3).astype(np.float32)
-            lab = resample(lab, new_shape, order=0)
-            np.save(tmp / f"{c.name}_img.npy", img)
-            np.save(tmp / f"{c.name}_seg.npy", lab)
-            shapes.append(new_shape)
-            if i in train_set:
-                bboxes[i] = largest_component_bbox(lab, ds.n_classes).tolist()
-                fg = lab > 0
-                for ch in ct_samples:
-                    v = img[ch][fg]
-                    if len(v) > 10000:
-                        v = rng.choice(v, 10000, replace=False)
-                    ct_samples[ch].append(v)
-            note("resampling", i + 1, len(ds.cases))
-        norm = []  # pass 2: normalise the cached volumes in place
-        for ch, nm in enumerate(ds.channel_names):
-            if ch in ct_samples and ct_samples[ch] and sum(len(v) for v in ct_samples[ch]):
-                v = np.concatenate(ct_samples[ch])
-                lo, hi = np.percentile(v, [0.5, 99.5])
-                vc = np.clip(v, lo, hi)
-                norm.append({"scheme": "ct", "lo": float(lo), "hi": float(hi), "mean": float(vc.mean()), "std": float(vc.std())})
-            else:
-                norm.append({"scheme": "zscore"})
-        for c in ds.cases:
-            img = np.load(tmp / f"{c.name}_img.npy", mmap_mode="r+")
-            for ch, nrm in enumerate(norm):
-                x = np.asarray(img[ch], dtype=np.float32)
-                if nrm["scheme"] == "ct":
-                    x = (np.clip(x, nrm["lo"], nrm["hi"]) - nrm["mean"]) / max(nrm["std"], 1e-8)
-                else:
-                    x = (x - x.mean()) / max(float(x.std()), 1e-8)
-                img[ch] = x
-            img.flush()
-            del img
-        manifest = {"version": CACHE_VERSION, "name": ds.name, "root": str(ds.root.resolve()),
-                    "class_names": ds.class_names, "channel_names": ds.channel_names,
-                    "cases": [c.name for c in ds.cases], "label_files": [rel(ds.root.resolve(), c.label) for c in ds.cases],
-                    "train": train.tolist(), "test": test.tolist(), "split_seed": split_seed,
-                    "spacing": list(spacing), "original_spacings": [list(h.spacing) for h in headers],
-                    "shapes": [list(s) for s in shapes], "norm": norm,
-                    "lcc_bbox": {str(k): v for k, v in bboxes.items()},
-                    "data_key": _dataset_hash(ds, split_seed, version=None), "mirror_declared": mirror_declared}
-        atomic_write_json(tmp / "manifest.json", manifest)
+    # one process builds a cache folder (others wait, then load it); temp folders of killed builds go; a
+    # dataset refused while building (bad voxels) leaves no cache folder behind
+    lock = cache_root / f".{safe}-{key}.lock"
+    with undo_dirs(cache_root, lock), exclusive(lock, f"dataset cache {final}", wait=True):
+        if not (final / "manifest.json").is_file():
+            clean_temp(cache_root, prefix=f".{safe}-{key}.tmp-")
+            with atomic_dir(final) as tmp:
+                shapes, bboxes, ct_samples = [], {}, {c: [] for c, n in enumerate(ds.channel_names) if n.upper() == "CT"}
+                train_set = set(train.tolist())
+                rng = seeds.rng(0, "ct")
+                for i, c in enumerate(ds.cases):
+                    lab = load_label(ds, c)
+                    img = load_image(ds, c)
+                    new_shape = tuple(max(1, int(round(s * sp / tsp))) for s, sp, tsp in zip(headers[i].shape, headers[i].spacing, spacing))
+                    img = resample(img, new_shape, order=3).astype(np.float32)
+                    lab = resample(lab, new_shape, order=0)
+                    np.save(tmp / f"{c.name}_img.npy", img)
+                    np.save(tmp / f"{c.name}_seg.npy", lab)
+                    shapes.append(new_shape)
+                    if i in train_set:
+                        bboxes[i] = largest_component_bbox(lab, ds.n_classes).tolist()
+                        fg = lab > 0
+                        for ch in ct_samples:
+                            v = img[ch][fg]
+                            if len(v) > 10000:
+                                v = rng.choice(v, 10000, replace=False)
+                            ct_samples[ch].append(v)
+                    note("resampling", i + 1, len(ds.cases))
+                norm = []  # pass 2: normalise the cached volumes in place
+                for ch, nm in enumerate(ds.channel_names):
+                    if ch in ct_samples and ct_samples[ch] and sum(len(v) for v in ct_samples[ch]):
+                        v = np.concatenate(ct_samples[ch])
+                        lo, hi = np.percentile(v, [0.5, 99.5])
+                        vc = np.clip(v, lo, hi)
+                        norm.append({"scheme": "ct", "lo": float(lo), "hi": float(hi), "mean": float(vc.mean()), "std": float(vc.std())})
+                    else:
+                        norm.append({"scheme": "zscore"})
+                for c in ds.cases:
+                    img = np.load(tmp / f"{c.name}_img.npy", mmap_mode="r+")
+                    for ch, nrm in enumerate(norm):
+                        x = np.asarray(img[ch], dtype=np.float32)
+                        if nrm["scheme"] == "ct":
+                            x = (np.clip(x, nrm["lo"], nrm["hi"]) - nrm["mean"]) / max(nrm["std"], 1e-8)
+                        else:
+                            x = (x - x.mean()) / max(float(x.std()), 1e-8)
+                        img[ch] = x
+                    img.flush()
+                    del img
+                manifest = {"version": CACHE_VERSION, "name": ds.name, "root": str(ds.root.resolve()),
+                            "class_names": ds.class_names, "channel_names": ds.channel_names,
+                            "cases": [c.name for c in ds.cases], "label_files": [rel(ds.root.resolve(), c.label) for c in ds.cases],
+                            "train": train.tolist(), "test": test.tolist(), "split_seed": split_seed,
+                            "spacing": list(spacing), "original_spacings": [list(h.spacing) for h in headers],
+                            "shapes": [list(s) for s in shapes], "norm": norm,
+                            "lcc_bbox": {str(k): v for k, v in bboxes.items()},
+                            "data_key": _dataset_hash(ds, split_seed, version=None), "mirror_declared": mirror_declared}
+                atomic_write_json(tmp / "manifest.json", manifest)
     return _load_manifest(final, ds)
 
 

@@ -29,6 +29,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from core import validate
 from core.errors import UserError
 from core.store import atomic_dir, atomic_write_json
 
@@ -130,6 +131,9 @@ def read_layout(root, *, need_labels: bool = True, min_cases: int = 2) -> Layout
 
 def _ood_ids(meta: dict, where: Path) -> set:
     values = meta.get("values", {})
+    if not isinstance(values, dict):
+        raise UserError(f"{where}: \"values\" must be an object (e.g. {{\"ood\": [case names]}}), not a "
+                        f"{type(values).__name__}")
     lists = [values.get("ood", []) if isinstance(values, dict) else [], meta.get("ood_cases", [])]
     for lst in lists:
         if not isinstance(lst, list):
@@ -238,13 +242,29 @@ def nib_load(path: Path, root: Path | None = None):
 
 
 def read_volume(path: Path, root: Path | None = None) -> np.ndarray:
-    """The voxel array of one file, as stored (any dimensionality)."""
+    """The voxel array of one file, as stored (any dimensionality); a zero-length axis or NaN/Inf
+    voxels are one ``UserError`` naming the file."""
     img = nib_load(path, root)
+    where = rel(root.resolve(), path) if root is not None else str(path)
+    check_shape(img.shape, where)
     try:
-        return np.asanyarray(img.dataobj)
+        arr = np.asanyarray(img.dataobj)
+    except MemoryError:
+        raise
     except Exception as e:  # truncated data, bad compression, ...
-        where = rel(root.resolve(), path) if root is not None else str(path)
         raise UserError(f"{where}: cannot read NIfTI data ({e.__class__.__name__}: {str(e)[:80]})") from None
+    return check_finite(arr, where)
+
+
+def check_shape(shape, where: str) -> tuple:
+    """A volume's header shape: 2 to 4 axes, none of zero length (a zero-length axis would divide by
+    zero in resampling or fail in a reshape much later)."""
+    return validate.shape(shape, where, ndim=(2, 3, 4))
+
+
+def check_finite(arr: np.ndarray, where: str) -> np.ndarray:
+    """Voxels must be finite numbers (a NaN label would silently count as background)."""
+    return validate.finite(arr, where)
 
 
 @dataclass
@@ -260,10 +280,11 @@ def check_header(layout: Layout, case: Case) -> CaseHeader:
     lab = nib_load(case.label, root)
     if len(lab.shape) != 3 and not (len(lab.shape) == 4 and lab.shape[3] == 1):
         raise UserError(f"{rel(root, case.label)}: label must be a 3D volume, has shape {tuple(lab.shape)}")
-    lshape = tuple(int(v) for v in lab.shape[:3])
+    lshape = check_shape(lab.shape[:3], rel(root, case.label))
     n_ch = 0
     for f in case.images:
         im = nib_load(f, root)
+        check_shape(im.shape, rel(root, f))
         if tuple(int(v) for v in im.shape[:3]) != lshape:
             raise UserError(f"{rel(root, case.label)}: shape {lshape} does not match image "
                             f"{rel(root, f)} {tuple(int(v) for v in im.shape[:3])}")

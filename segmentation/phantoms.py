@@ -15,6 +15,7 @@ NIfTI files), written and read back by ``segmentation.msd`` like any downloaded 
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from scipy import ndimage
 
 from core import seeds
 from core.errors import UserError
+from core.store import clean_temp, exclusive
 
 from .msd import NewCase, reuse_generated, write_layout
 
@@ -114,10 +116,34 @@ def write_phantoms(out, n: int = 24, size: int = 48, seed: int = 0, spacing=(1.0
     out = Path(out)
     if n < 4 or size < 16:
         raise UserError("phantoms need n >= 4 cases and size >= 16 voxels")
+    check_memory(size)
     generator = {"version": GENERATOR_VERSION, "n": n, "size": size, "seed": seed}
-    if reuse_generated(out, generator, "phantoms"):
+    if reuse_generated(out, generator, "phantoms"):   # refuses a folder holding something else
         return out
+    # one writer per folder: a second process waits, then finds the finished folder and reuses it
+    with exclusive(out.parent / f".{out.name}.lock", f"phantom folder {out}", wait=True):
+        if reuse_generated(out, generator, "phantoms"):
+            return out
+        clean_temp(out.parent, prefix=f".{out.name}.tmp-")   # the temporary folder of a killed writer
+        return _write(out, n, size, seed, spacing, generator, progress)
 
+
+VOXEL_BYTES = 64   # peak memory per voxel of make_case (coordinate grid, distance maps, filters)
+
+
+def check_memory(size: int) -> None:
+    """Refuse a phantom size whose generation cannot fit into the available memory."""
+    need = VOXEL_BYTES * int(size) ** 3
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not on Linux
+        return
+    if need > avail:
+        raise UserError(f"phantoms of {size}³ voxels need about {need / 2 ** 30:.1f} GiB of memory, "
+                        f"{avail / 2 ** 30:.1f} GiB are available; choose a smaller --size")
+
+
+def _write(out: Path, n: int, size: int, seed: int, spacing, generator: dict, progress) -> Path:
     def cases():
         for i in range(n):
             img, lab = make_case(seed, i, size)

@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 
 from core import seeds
+from core.errors import UserError
 from core.store import RunStore, atomic_write, atomic_write_json, atomic_write_text
 from core.study import Job, JobRun, job_state
 
@@ -149,6 +150,23 @@ def _save_npz(path: Path, arrays: dict) -> None:
     atomic_write(path, lambda f: np.savez_compressed(f, **arrays), binary=True)
 
 
+def _read_piece(path: Path, read):
+    """``read(path)`` of a finished piece; a damaged one (truncated, garbage) is one ``UserError``
+    naming it and how to recover (the piece is recomputed once it is deleted)."""
+    try:
+        return read(path)
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 — numpy / pandas / torch / json raise many kinds on a damaged file
+        raise UserError(f"damaged result file {path} ({e.__class__.__name__}); delete it and rerun with --resume "
+                        "to recompute it") from None
+
+
+def _load_npz(path: Path) -> dict:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
 def _rows_csv(rows: list[dict]) -> str:
     return pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(index=False)
 
@@ -203,7 +221,8 @@ class Runner:
     def _load_or_train(self, seed: int, kind: str, k: int, path: Path, split: Split | None = None):
         d = self.data
         if path.exists():
-            return load_net(kind, path, d.dim, d.in_channels, d.n_classes, self.tc, self.spec.device)
+            return _read_piece(path, lambda p: load_net(kind, p, d.dim, d.in_channels, d.n_classes, self.tc,
+                                                        self.spec.device))
         sp = split if split is not None else d.splits["train"]
         net = train_net(kind, sp.images, sp.raters, d.dim, d.n_classes, self.tc, _net_seed(seed, kind, k),
                         device=self.spec.device)
@@ -301,7 +320,8 @@ class Runner:
                          "aggregation": agg, "task": "al", "metric": metric, "split": "test_ood", "seed": seed,
                          "value": float(value)})
         for m, a, q in self._al_plan(seed, name, arr):
-            d = float(json.loads(self.al_path(seed, self._al_key(learner, q)).read_text())["dice_test_ood"])
+            d = _read_piece(self.al_path(seed, self._al_key(learner, q)),
+                            lambda p: float(json.loads(p.read_text())["dice_test_ood"]))
             c = (d - before) / before
             add(m, a, "dice_after", d)
             add(m, a, "rel_change", c)
@@ -319,8 +339,11 @@ class Runner:
         from core.executors import SerialExecutor
         from core.study import Study, StudyFailed
         domain = ValuesDomain(self, Path(self.spec.out))
-        res = Study(Path(self.spec.out), [domain]).run(executor or SerialExecutor(), progress=self.pr,
-                                                       threads=threads if threads is not None else self.spec.threads)
+        try:
+            res = Study(Path(self.spec.out), [domain]).run(executor or SerialExecutor(), progress=self.pr,
+                                                           threads=threads if threads is not None else self.spec.threads)
+        finally:
+            self.store.close()   # the run directory's lock
         if not res.ok:
             raise StudyFailed(res)
         return self.result
@@ -332,10 +355,9 @@ class Runner:
         for s in sp.seeds:
             for m in self.eval_models():
                 csv, npz = self.eval_paths(s, m)
-                with np.load(npz) as z:
-                    arrays[(s, m)] = {k: z[k] for k in z.files}
+                arrays[(s, m)] = _read_piece(npz, _load_npz)
                 if m in sp.models:
-                    all_rows += pd.read_csv(csv).to_dict("records")
+                    all_rows += _read_piece(csv, lambda p: pd.read_csv(p)[RESULT_COLUMNS].to_dict("records"))
         if self.want_al():
             for s in sp.seeds:
                 for m in sp.models:
@@ -400,8 +422,8 @@ class ValuesDomain:
                     continue
                 for m in sp.models:
                     learner = m if r.al_learner == "pm" else "softmax"
-                    with np.load(r.eval_paths(s, m)[1]) as z:
-                        arr = {k: z[k] for k in z.files if k.startswith("score/pool/")}
+                    arr = {k: v for k, v in _read_piece(r.eval_paths(s, m)[1], _load_npz).items()
+                           if k.startswith("score/pool/")}
                     for _, _, q in r._al_plan(s, m, arr):
                         key = r._al_key(learner, q)   # the set decides the key; the ranking order is the
                         name = self._name(r.al_path(s, key))   # training order (the last model's wins)
