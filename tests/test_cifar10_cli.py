@@ -53,7 +53,8 @@ def test_smoke_end_to_end_writes_runs_plots_table(tmp_path):
     (["--regime", "huge"], "valid: low, medium, high"),
     (["--dataset", "mnist"], "valid: fashion_mnist"),
     (["--preset", "fast"], "valid: thesis, laptop, smoke"),
-    (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "cifar-10-batches-py"),
+    (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "/nonexistent does not exist"),
+    (["--dataset", "cifar10", "--data-dir", "/"], "cifar-10-batches-py"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, args, needle):
     from experiments.cifar10 import main
