@@ -20,7 +20,9 @@ Fault injection (tests): every rename of ``atomic_path`` / ``atomic_write`` / ``
 every other write that calls ``write_point``) is a named write point ``<file name>:pre`` (temporary file complete, not yet renamed)
 / ``<file name>:post`` (renamed).  ``REALISTIC_AL_KILL_AT=<name>:<phase>:<k>`` (the k-th occurrence of
 that point in this process) or ``REALISTIC_AL_KILL_AT=#<n>`` (the n-th write point of any name) makes
-the process SIGKILL itself there; ``REALISTIC_AL_WRITE_LOG=FILE`` appends one line per write point.
+the process SIGKILL itself there (``<dir>/<file>:<phase>:1`` names a file by its path's end; with
+``REALISTIC_AL_KILL_ONCE=FLAG`` only the first process to get there dies, e.g. a worker but not its
+retry); ``REALISTIC_AL_WRITE_LOG=FILE`` appends one line per write point.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ FORMAT = 1
 LOCK = ".lock"
 KILL_ENV = "REALISTIC_AL_KILL_AT"
 LOG_ENV = "REALISTIC_AL_WRITE_LOG"
+ONCE_ENV = "REALISTIC_AL_KILL_ONCE"
 
 _points: dict[str, int] = {}
 _n_points = 0
@@ -60,8 +63,21 @@ def write_point(path: Path, phase: str) -> None:
     if log:
         with open(log, "a") as f:
             f.write(f"{_n_points}\t{name}\t{_points[name]}\t{path}\t{os.getpid()}\n")
-    if kill and (kill == f"#{_n_points}" or kill == f"{name}:{_points[name]}"):
+    if kill and (kill == f"#{_n_points}" or kill == f"{name}:{_points[name]}" or _path_point(kill, path, phase)):
+        once = os.environ.get(ONCE_ENV)
+        if once:  # one kill across processes (e.g. the first worker that gets there, not its retry)
+            try:
+                os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _path_point(spec: str, path: Path, phase: str) -> bool:
+    """``<dir>/<file>:<phase>:<k>`` names one file by the end of its path (k = 1 only)."""
+    target, _, rest = spec.rpartition(":")
+    target, _, ph = target.rpartition(":")
+    return "/" in target and rest == "1" and ph == phase and Path(path).as_posix().endswith("/" + target)
 
 
 @contextlib.contextmanager

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from .errors import UserError
-from .store import _jsonable, atomic_write_json, atomic_write_text, exclusive
+from .store import _jsonable, atomic_write_json, atomic_write_text, clean_temp, exclusive
 
 JOB_DIR = ".job"
 STUDY_DIR = ".study"
@@ -244,6 +244,8 @@ def execute_job(job: Job, root: str, context: Any, threads: int | None, *_deps_d
     try:
         meta_dir.mkdir(parents=True, exist_ok=True)
         with exclusive(meta_dir / "lock", f"job {job.name}"):
+            clean_temp(run_dir)    # temp files of a killed attempt's writes
+            clean_temp(meta_dir)
             done = _read(meta_dir / "done.json")
             if done is not None and done.get("key") == job.key and all((run_dir / o).exists() for o in job.outputs):
                 return {**out, "status": "skipped", "result": done.get("result")}
@@ -410,6 +412,7 @@ class Study:
         executor.check()
         self.root.mkdir(parents=True, exist_ok=True)
         with exclusive(self.root / STUDY_DIR / "lock", f"study output {self.root}"):
+            clean_temp(self.root / STUDY_DIR)   # e.g. the plan of a killed driver
             result = StudyResult(self.root, [])
             contexts = {d.name: d.context() for d in self.domains}
             final: dict[str, tuple[str, str]] = {}    # name -> (status, message): not retried this invocation

@@ -167,14 +167,13 @@ def damaged(kind: str):
         elif kind == "config_garbage":
             (run / "config.json").write_bytes(b"\x00\xff garbage")
         elif kind == "npz_truncated":
-            p = run / "seed_0" / "eval_softmax.npz"
+            p = run / "seed0" / "eval_softmax" / "eval.npz"
             p.write_bytes(p.read_bytes()[:100])
         elif kind == "pt_garbage":  # a damaged checkpoint the resume needs (its evaluation is not done yet)
-            (run / "seed_0" / "nets" / "det0.pt").write_bytes(b"garbage" * 50)
-            for p in (run / "seed_0").glob("eval_softmax.*"):
-                p.unlink()
+            (run / "seed0" / "net_det0" / "net.pt").write_bytes(b"garbage" * 50)
+            shutil.rmtree(run / "seed0" / "eval_softmax")
         elif kind == "csv_garbage":
-            (run / "seed_0" / "eval_softmax.csv").write_text("nonsense\n1,2,3\n")
+            (run / "seed0" / "eval_softmax" / "eval.csv").write_text("nonsense\n1,2,3\n")
     return build
 
 
@@ -267,9 +266,8 @@ CASES = [
     ("v-resume-records-wrong-type", "values", lambda t: VALUES_RESUME, "records is a dict", {"damage": "records_type"}),
     ("v-resume-state-truncated", "values", lambda t: VALUES_RESUME, "not valid JSON", {"damage": "state_garbage"}),
     ("v-resume-config-garbage", "values", lambda t: VALUES_RESUME, "not valid JSON", {"damage": "config_garbage"}),
-    ("v-resume-npz-truncated", "values", lambda t: VALUES_RESUME, "eval_softmax.npz", {"damage": "npz_truncated"}),
-    ("v-resume-pt-garbage", "values", lambda t: VALUES_RESUME, "det0.pt", {"damage": "pt_garbage"}),
-    ("v-resume-csv-garbage", "values", lambda t: VALUES_RESUME, "eval_softmax.csv", {"damage": "csv_garbage"}),
+    ("v-resume-npz-truncated", "values", lambda t: VALUES_RESUME, "eval_softmax/eval.npz", {"damage": "npz_truncated"}),
+    ("v-resume-csv-garbage", "values", lambda t: VALUES_RESUME, "eval_softmax/eval.csv", {"damage": "csv_garbage"}),
 ]
 
 
@@ -286,11 +284,14 @@ def _dir(t: Path) -> Path:
 
 
 def _snapshot(root: Path) -> dict:
+    """Every file under ``root`` with size and mtime — except the study layer's own bookkeeping
+    (``.study/``: the plan it records at every start), which is not the run's data."""
     if not root.exists():
         return {}
     if root.is_file():
         return {".": (root.stat().st_size, root.stat().st_mtime_ns)}
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
+            if ".study" not in p.relative_to(root).parts}
 
 
 def _unshare_ok() -> bool:
@@ -371,3 +372,19 @@ def test_bad_input_is_one_line_exit_2_nothing_written(case, tmp_path, monkeypatc
 def test_table_size():
     """The closing note counts the cases."""
     assert len(CASES) >= 60
+
+
+def test_damaged_checkpoint_inside_a_study_job_names_file_and_recovery(tmp_path, values_run):
+    """A damaged net the resume needs is found inside a study job: the study lists the failed job with
+    the file and how to recover (its own failure format), never a traceback; the run's files stay."""
+    damaged("pt_garbage")(tmp_path, values_run)
+    out = tmp_path / "out"
+    before = _snapshot(out / "toy2d_smoke")
+    code, err = _run_inprocess("values", [*VALUES_RESUME, "--out", str(out)])
+    assert code != 0 and "Traceback" not in err, err
+    assert "net_det0/net.pt" in err and "delete it and rerun with --resume" in err, err
+    assert err.strip().splitlines()[-1].startswith("error: ")
+    after = _snapshot(out / "toy2d_smoke")
+    changed = [k for k in after if before.get(k) != after[k] and ".job" not in k
+               and (out / "toy2d_smoke" / k).is_file()]   # the job's bookkeeping aside, no result file touched
+    assert not changed, changed
