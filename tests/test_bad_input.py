@@ -77,7 +77,7 @@ def _png_header(w: int, h: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
 
 
-def folder(tmp: Path, classes=("a", "b"), per_class=40, mutate: str | None = None) -> Path:
+def folder(tmp: Path, classes=("a", "b"), per_class=60, mutate: str | None = None) -> Path:
     from PIL import Image
     d = tmp / "images"
     rng = np.random.default_rng(1)
@@ -245,7 +245,8 @@ CASES = [
      "too large to decode safely", {}),
     ("c-folder-garbage-image", "cifar10", lambda t: [*C, "--dataset", f"folder:{folder(t, mutate='garbage')}"],
      "cannot read image", {}),
-    ("c-folder-too-small", "cifar10", lambda t: [*C, "--dataset", f"folder:{folder(t, per_class=6)}"], "too small", {}),
+    ("c-folder-too-small", "cifar10", lambda t: [*C, "--dataset", f"folder:{folder(t, per_class=6)}"],
+     "the train split holds", {}),
     ("c-folder-single-class", "cifar10", lambda t: [*C, "--dataset", f"folder:{folder(t, classes=('a',))}"],
      "single class", {}),
     ("c-folder-empty-class", "cifar10", lambda t: [*C, "--dataset", f"folder:{folder(t, mutate='empty_class')}"],

@@ -327,7 +327,7 @@ def folder_run(tmp_path_factory):
     from PIL import Image
     tmp = tmp_path_factory.mktemp("folder")
     rng = np.random.default_rng(0)
-    for c, n in (("cat", 40), ("dog", 24)):
+    for c, n in (("cat", 80), ("dog", 48)):
         (tmp / "imgs" / c).mkdir(parents=True)
         for i in range(n):
             Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp / "imgs" / c / f"{i}.png")
@@ -353,7 +353,7 @@ def test_rollout_config_records_real_split_sizes_and_report_scores_balanced_accu
     _, records = load_run(cfg_path.parent)
     assert cfg["metric"] == "balanced_accuracy"
     assert cfg["pool_size"] < 800 and cfg["test_size"] < 300          # the data, not the preset's caps
-    assert cfg["pool_size"] + cfg["test_size"] <= 64
+    assert cfg["pool_size"] + cfg["test_size"] <= 128
     from experiments.report import collect
     runs, metric = collect([str(tmp / "out")], None)
     assert metric == "balanced_accuracy"
