@@ -17,14 +17,15 @@ SEED_LIMIT = 2 ** 32      # numpy / torch seeds are unsigned 32-bit
 
 def integer(value, what: str, minimum: int | None = None, maximum: int | None = None) -> int:
     """``value`` (an int or its text) as an int within ``[minimum, maximum]``."""
+    wanted = f"an integer >= {minimum}" if minimum is not None else "an integer"
     try:
         if isinstance(value, bool):
             raise ValueError
         v = value if isinstance(value, int) else int(str(value).strip())
     except ValueError:
-        raise UserError(f"{what} must be an integer, got {value!r}") from None
+        raise UserError(f"{what} must be {wanted}, got {value!r}") from None
     if minimum is not None and v < minimum:
-        raise UserError(f"{what} must be >= {minimum}, got {v}")
+        raise UserError(f"{what} must be {wanted}, got {value!r}")
     if maximum is not None and v > maximum:
         raise UserError(f"{what} must be <= {maximum}, got {v}")
     return v
@@ -32,14 +33,13 @@ def integer(value, what: str, minimum: int | None = None, maximum: int | None = 
 
 def number(value, what: str, positive: bool = False) -> float:
     """A finite float (``positive``: > 0)."""
+    wanted = "a finite number > 0" if positive else "a finite number"
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise UserError(f"{what} must be a number, got {value!r}") from None
-    if v != v or v in (float("inf"), float("-inf")):
-        raise UserError(f"{what} must be finite, got {value!r}")
-    if positive and v <= 0:
-        raise UserError(f"{what} must be > 0, got {v:g}")
+        raise UserError(f"{what} must be {wanted}, got {value!r}") from None
+    if v != v or v in (float("inf"), float("-inf")) or (positive and v <= 0):
+        raise UserError(f"{what} must be {wanted}, got {value!r}")
     return v
 
 

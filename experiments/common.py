@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -102,30 +101,12 @@ def add_common_args(p: argparse.ArgumentParser, default_out: str) -> None:
 
 def positive_float(what: str) -> Callable[[str], float]:
     """argparse ``type=`` for a finite number > 0 (e.g. β): anything else is the one-line error."""
-    def parse(value: str) -> float:
-        try:
-            v = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number > 0, got {value!r}") from None
-        if not math.isfinite(v) or v <= 0:
-            raise argparse.ArgumentTypeError(f"{what} must be a finite number > 0, got {value!r}")
-        return v
-    parse.__name__ = what
-    return parse
+    return _checked(lambda v: validate.number(v, what, positive=True), what)
 
 
 def positive_int(what: str, minimum: int = 1) -> Callable[[str], int]:
     """argparse ``type=`` for an integer ≥ ``minimum``."""
-    def parse(value: str) -> int:
-        try:
-            v = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be an integer >= {minimum}, got {value!r}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"{what} must be an integer >= {minimum}, got {value!r}")
-        return v
-    parse.__name__ = what
-    return parse
+    return _checked(lambda v: validate.integer(v, what, minimum), what)
 
 
 def print_dry_run(config: dict) -> int:
