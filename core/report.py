@@ -101,8 +101,12 @@ def plot_curves(runs: Sequence[dict], path: Path, ylabel: str, xlabel: str = "la
     """Budget curves: mean ± std over seeds, one panel per setting."""
     plt = pyplot()
     settings = sorted({r["setting"] for r in runs})
-    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 4), squeeze=False)
-    for ax, s in zip(axes[0], settings):
+    ncol = min(4, len(settings))  # rows of at most 4 panels
+    nrow = -(-len(settings) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.5 * ncol, 4 * nrow), squeeze=False)
+    for ax in axes.flat[len(settings):]:
+        ax.set_axis_off()
+    for ax, s in zip(axes.flat, settings):
         by = defaultdict(list)
         for r in runs:
             if r["setting"] == s:

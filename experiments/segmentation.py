@@ -28,7 +28,6 @@ segmentation.start) and says so in the run's config.json ("start_notes").
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, replace
@@ -170,10 +169,8 @@ def _check_patch_fits(data, qs):
 
 def _full_data_key(data, preset, plan, backend) -> str:
     from core.seeds import SEEDING
-    d = {"data": data.data_key, "plan": plan.to_dict(), "preset": asdict(preset), "seeding": SEEDING}
-    if backend != "monai":  # monai keys stay as before the backends existed
-        d["backend"] = backend
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    from experiments.runs import full_data_key  # the report finds the reference by the same key
+    return full_data_key(data.data_key, plan.to_dict(), asdict(preset), SEEDING, backend)
 
 
 def _full_data_result(domain, data, preset, plan, out_dir: Path, log) -> dict:

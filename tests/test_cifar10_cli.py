@@ -43,6 +43,14 @@ def test_smoke_end_to_end_writes_runs_plots_table(tmp_path):
     assert report_main([str(root), "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "ppm.png").stat().st_size > 0
     assert (tmp_path / "rep" / "table.md").read_text().count("| fashion_mnist/low") == 3
+    assert (tmp_path / "rep" / "report.html").stat().st_size > 0 and (tmp_path / "rep" / "ranks.csv").exists()
+    # ... and the ch. 4 decision report runs on the same smoke study
+    from experiments.decide import main as decide_main
+    assert decide_main([str(root), "--out", str(tmp_path / "dec"), "--label-cost", "1", "--gpu-hour", "1",
+                        "--bootstrap", "100"]) == 0
+    import pandas as pd
+    assert set(pd.read_csv(tmp_path / "dec" / "decision.csv")["method"]) == {"bald", "badge"}
+    assert "# AL decision report" in (tmp_path / "dec" / "decision.md").read_text()
     # ... and a rerun without --resume refuses to touch the existing runs
     again = cli("--preset", "smoke", "--seeds", "1", "--method", "random", "--out", str(tmp_path), "--quiet")
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "--resume" in again.stderr
