@@ -166,13 +166,18 @@ def kendall_compare(setting_ranks: pd.DataFrame, settings: pd.DataFrame, key: st
                 ctx = ga.iloc[0]
                 mb = B
                 for c in others:
-                    mb = mb[mb[c].astype(str) == str(ctx[c])]
+                    mb = mb[mb[c].map(_plain) == _plain(ctx[c])]
                 for sb, gb in mb.groupby("setting"):
                     rows.append([metric, key, a, b, f"{sa} vs {sb}", *_tau_rank(ga, gb, alpha)])
             ma, mb_ = A.groupby("method")["mean_rank"].mean(), B.groupby("method")["mean_rank"].mean()
             rows.append([metric, key, a, b, "mean", *_tau_rank(ma.rename("mean_rank").reset_index(),
                                                                mb_.rename("mean_rank").reset_index(), alpha)])
     return pd.DataFrame(rows, columns=KENDALL_COLUMNS)
+
+
+def _plain(v) -> str:
+    """A setting value as text, missing values (None / NaN) all alike."""
+    return "" if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else str(v)
 
 
 def _natural(v):
