@@ -140,7 +140,7 @@ def test_old_segmentation_run_dirs_load_with_todays_names(tmp_path):
     are read with today's names: reports see ``claspe``; the names and β do not block a resume — the
     seeding version does (its numbers came from the older seed derivation), with a one-line error."""
     from core.store import FORMAT, MARKER, load_run
-    from experiments.report import collect
+    from experiments.runs import load
     from segmentation import query as _seg  # noqa: F401  (registers the aliases)
     old = {"experiment": "segmentation", "dataset": "Phantoms", "regime": "low", "method": "claspe",
            "registry_name": "seg_claspe", "seed": 0}
@@ -156,8 +156,8 @@ def test_old_segmentation_run_dirs_load_with_todays_names(tmp_path):
     assert store.records == [rec]
     with pytest.raises(UserError, match=r"different config \(seeding\)"):
         RunStore(run, new | {"seeding": 2})
-    runs, metric = collect([str(tmp_path)], None)
-    assert metric == "mean_dice" and [r["method"] for r in runs] == ["claspe"]
+    col = load([str(tmp_path)])
+    assert col.metric == "mean_dice" and col.methods == ["claspe"]
     assert Q.canonical("segmentation", "seg_random_fg33") == "random_fg33"
     assert Q.upgrade_config({"experiment": "segmentation", "method": "seg_pe"})["method"] == "pe"
     with pytest.raises(UserError, match="different config"):
