@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 
 from core.analysis import decision as dec
 from core.errors import UserError
@@ -92,6 +91,8 @@ def decision_markdown(an: Analysis) -> str:
                          f"{_f(r.get('target_budget_random'), '.0f')} | {_f(r.get('r_target'), '.0f')} | "
                          f"{r.get('target_note', '') if isinstance(r.get('target_note'), str) else ''} |")
         lines.append("")
+    if d.notes:
+        lines += ["## Caveats", ""] + [f"- {n}" for n in d.notes] + [""]
     lines += ["## How to read this", "",
               "- r > 0: Random needs r more labels for the same performance (AL saves r labels); r < 0: AL needs more.",
               "- Censored budgets (the method above Random's best point) give only a lower bound and are counted "

@@ -475,6 +475,8 @@ def _decision_parts(an: Analysis, figs: dict) -> list[str]:
         for v in d.verdicts.to_dict("records"):
             parts.append(f"<p class='verdict {_verdict_class(v['verdict'])}'>{H.esc(v['fingerprint'])}: "
                          f"{H.esc(v['verdict'])}</p>" + H.para(v["because"], "note"))
+    if d.notes:
+        parts.append(H.bullets(d.notes, "warn"))
     if d.costs.label_cost is None or d.costs.gpu_hour is None:
         parts.append(H.para("No prices given: run python -m experiments.decide … --label-cost EUR --gpu-hour EUR "
                             "for the cost verdict.", "note"))

@@ -30,6 +30,7 @@ not pay even at the upper CI bound of r; *no evidence* otherwise.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -187,7 +188,13 @@ def decide(curves: pd.DataFrame, runs: pd.DataFrame, fingerprint_cols: Sequence[
             s_rows.append(row)
     settings = pd.DataFrame(s_rows)
     fps, verdicts = _fingerprints(settings, draws, per_seed, fp_cols, costs, alpha, level)
-    return Decision(baseline, alpha, costs, pd.DataFrame(b_rows), settings, fps, verdicts)
+    notes = []
+    if "n_seeds" in settings and settings["n_seeds"].min() < 4:
+        k = int(settings["n_seeds"].min())
+        notes.append(f"{k} seed(s) shared with {baseline} in some setting: the bootstrap over seeds has only "
+                     f"{math.comb(2 * k - 1, k)} distinct resamples, so its CI is coarse, and the one-sided t-test "
+                     f"has {k - 1} degree(s) of freedom per setting — more seeds sharpen both")
+    return Decision(baseline, alpha, costs, pd.DataFrame(b_rows), settings, fps, verdicts, notes)
 
 
 def _fingerprints(settings: pd.DataFrame, draws: dict, per_seed: dict, fp_cols, costs: Costs, alpha, level):
