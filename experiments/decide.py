@@ -72,7 +72,7 @@ def decision_markdown(an: Analysis) -> str:
         lines += [f"## {v['fingerprint']}: **{v['verdict']}**", "", v["because"], ""]
         g = d.fingerprints[d.fingerprints["fingerprint"] == v["fingerprint"]]
         lines += ["| method | E[r] (labels) | % of budget | 95 % CI | p (E[r] > 0) | evidence | overhead (h / EUR) | "
-                  "net saving (EUR) | below Random (PPM) | above Random (PPM) |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  f"net saving (EUR) | below {d.baseline} (PPM) | above {d.baseline} (PPM) |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in g.to_dict("records"):
             f = _f
             lb = " (lower bound)" if r.get("lower_bound") else ""
@@ -85,7 +85,7 @@ def decision_markdown(an: Analysis) -> str:
         lines.append("")
     if c.target is not None and "r_target" in d.settings:
         lines += [f"### Labels to reach {col.metric} = {c.target:g}", "",
-                  "| setting | method | method needs | Random needs | r | note |", "|---|---|---|---|---|---|"]
+                  f"| setting | method | method needs | {d.baseline} needs | r | note |", "|---|---|---|---|---|---|"]
         for r in d.settings.to_dict("records"):
             lines.append(f"| {r['setting']} | {r['method']} | {_f(r.get('target_budget_method'), '.0f')} | "
                          f"{_f(r.get('target_budget_random'), '.0f')} | {_f(r.get('r_target'), '.0f')} | "
@@ -94,11 +94,12 @@ def decision_markdown(an: Analysis) -> str:
     if d.notes:
         lines += ["## Caveats", ""] + [f"- {n}" for n in d.notes] + [""]
     lines += ["## How to read this", "",
-              "- r > 0: Random needs r more labels for the same performance (AL saves r labels); r < 0: AL needs more.",
-              "- Censored budgets (the method above Random's best point) give only a lower bound and are counted "
-              "apart; a setting where every budget is censored reports that lower bound.",
+              f"- r > 0: {d.baseline} needs r more labels for the same performance (AL saves r labels); r < 0: AL "
+              "needs more.",
+              f"- Censored budgets (the method above {d.baseline}'s best point) give only a lower bound and are "
+              "counted apart; a setting where every budget is censored reports that lower bound.",
               "- The overhead is the measured train + query time of all AL cycles minus the one final training a "
-              "Random project needs anyway, on the machine that ran the benchmark.",
+              f"{d.baseline} project needs anyway, on the machine that ran the benchmark.",
               "- The verdict is an expectation over the problem class these runs stand for (their fingerprint), not "
               "a guarantee for one new dataset: AL cannot be validated on the problem it is used on (§4.2).", ""]
     return "\n".join(lines)

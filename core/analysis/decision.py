@@ -187,7 +187,7 @@ def decide(curves: pd.DataFrame, runs: pd.DataFrame, fingerprint_cols: Sequence[
                 row["ppm_win"], row["ppm_lose"] = float(W.loc[m, baseline]), float(W.loc[baseline, m])
             s_rows.append(row)
     settings = pd.DataFrame(s_rows)
-    fps, verdicts = _fingerprints(settings, draws, per_seed, fp_cols, costs, alpha, level)
+    fps, verdicts = _fingerprints(settings, draws, per_seed, fp_cols, costs, alpha, level, baseline)
     notes = []
     if "n_seeds" in settings and settings["n_seeds"].min() < 4:
         k = int(settings["n_seeds"].min())
@@ -197,7 +197,8 @@ def decide(curves: pd.DataFrame, runs: pd.DataFrame, fingerprint_cols: Sequence[
     return Decision(baseline, alpha, costs, pd.DataFrame(b_rows), settings, fps, verdicts, notes)
 
 
-def _fingerprints(settings: pd.DataFrame, draws: dict, per_seed: dict, fp_cols, costs: Costs, alpha, level):
+def _fingerprints(settings: pd.DataFrame, draws: dict, per_seed: dict, fp_cols, costs: Costs, alpha, level,
+                  baseline: str = "random"):
     rows, verdicts = [], []
     if settings.empty:
         return pd.DataFrame(), pd.DataFrame()
@@ -254,11 +255,11 @@ def _fingerprints(settings: pd.DataFrame, draws: dict, per_seed: dict, fp_cols, 
                     row["saving_eur_ci_high"] = row["ci_high"] * costs.label_cost - row["overhead_eur"]
             frows.append(row)
         rows += frows
-        verdicts.append({"fingerprint": label, **fp, **_verdict(frows, costs, alpha)})
+        verdicts.append({"fingerprint": label, **fp, **_verdict(frows, costs, alpha, baseline)})
     return pd.DataFrame(rows), pd.DataFrame(verdicts)
 
 
-def _verdict(rows: list[dict], costs: Costs, alpha: float) -> dict:
+def _verdict(rows: list[dict], costs: Costs, alpha: float, baseline: str = "random") -> dict:
     priced = costs.label_cost is not None and costs.gpu_hour is not None
     sup = [r for r in rows if r.get("evidence") == "E[r] > 0 supported"]
     tested = [r for r in rows if "evidence" in r]
@@ -269,35 +270,36 @@ def _verdict(rows: list[dict], costs: Costs, alpha: float) -> dict:
         if sup:
             best = max(sup, key=lambda r: r["E_r"])
             return {"verdict": "AL reduces labels (no prices given)", "method": best["method"],
-                    "because": _evidence_text(best, alpha) + "; pass --label-cost and --gpu-hour for the cost verdict"}
+                    "because": _evidence_text(best, alpha, baseline) + "; pass --label-cost and --gpu-hour for the cost verdict"}
         return {"verdict": "no evidence", "method": None,
                 "because": "no method has E[r] > 0 supported at α = %g" % alpha}
     pay = [r for r in sup if r.get("saving_eur", -np.inf) > 0]
     if pay:
         best = max(pay, key=lambda r: r["saving_eur"])
         return {"verdict": f"use AL ({best['method']})", "method": best["method"],
-                "because": _evidence_text(best, alpha) + f"; expected saving {best['saving_eur']:.2f} EUR "
+                "because": _evidence_text(best, alpha, baseline) + f"; expected saving {best['saving_eur']:.2f} EUR "
                            f"(= {best['E_r']:.0f} labels × {costs.label_cost:g} EUR − overhead {best['overhead_eur']:.2f} EUR)"}
     against = []
     for r in tested:
         if r["evidence"] == "E[r] < 0 supported":
-            against.append(f"{r['method']}: fewer labels saved than Random needs (E[r] = {r['E_r']:.0f}, p = {r['p_less']:.3g})")
+            against.append(f"{r['method']}: needs more labels than {baseline} for the same performance "
+                           f"(E[r] = {r['E_r']:.0f}, p = {r['p_less']:.3g})")
         elif r["evidence"] == "E[r] > 0 supported" and r.get("saving_eur_ci_high", r.get("saving_eur", 0.0)) <= 0:
             against.append(f"{r['method']}: saves labels but not money even at the CI's upper bound "
                            f"({r.get('saving_eur_ci_high', r.get('saving_eur')):.2f} EUR)")
     if len(against) == len(tested):
         return {"verdict": "do not use AL", "method": None, "because": "; ".join(against)}
     best = max(tested, key=lambda r: r.get("E_r", -np.inf))
-    why = _evidence_text(best, alpha)
+    why = _evidence_text(best, alpha, baseline)
     if best.get("evidence") == "E[r] > 0 supported":
         why += f"; but the expected saving {best.get('saving_eur', np.nan):.2f} EUR is not positive"
     return {"verdict": "no evidence", "method": None, "because": why}
 
 
-def _evidence_text(r: dict, alpha: float) -> str:
+def _evidence_text(r: dict, alpha: float, baseline: str = "random") -> str:
     ci = f", {100 * 0.95:.0f} % CI [{r['ci_low']:.0f}, {r['ci_high']:.0f}]" if "ci_low" in r else ""
     p = f", one-sided t-test p = {r['p_greater']:.3g}" if "p_greater" in r else ""
-    lb = " (lower bound: above Random's best)" if r.get("lower_bound") else ""
-    risk = f"; significantly below Random at {100 * r['ppm_lose']:.0f} % of budgets (PPM)" if "ppm_lose" in r else ""
+    lb = f" (lower bound: above {baseline}'s best)" if r.get("lower_bound") else ""
+    risk = f"; significantly below {baseline} at {100 * r['ppm_lose']:.0f} % of budgets (PPM)" if "ppm_lose" in r else ""
     return (f"{r['method']}: E[r] = {r['E_r']:.0f} labels{lb} ({r['r_pct']:.0f} % of budget{ci}{p}, "
             f"n = {r.get('n_seeds', 0)} seed(s) over {r['n_settings']} setting(s)){risk}")
