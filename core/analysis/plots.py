@@ -197,7 +197,7 @@ def plot_reduction(budgets: pd.DataFrame, path: Path) -> bytes:
                            label=f"{m}: r ≥ (censored)")
         ax.axhline(0, color="k", lw=1)
         ax.set_xlabel("budget (labels)")
-        ax.set_ylabel("r = labels saved vs Random")
+        ax.set_ylabel("r = labels saved vs the baseline")
         ax.set_title(s, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
