@@ -364,11 +364,15 @@ def render_html(an: Analysis, figs: dict, title: str | None = None) -> str:
     ov = [H.para("Settings, methods and seeds come from each run's config.json; runs pair by seed id."),
           "<h3>Key findings</h3>" + H.bullets(key_findings(an))]
     if n_runs:
-        grid = col.runs.pivot_table(index="setting", columns="method", values="seed", aggfunc="nunique")
-        if "n_cycles" in col.runs:
+        wide = col.runs["method"].nunique() > 8 and col.runs["method"].nunique() > col.runs["setting"].nunique()
+        grid = col.runs.pivot_table(index="method" if wide else "setting", columns="setting" if wide else "method",
+                                    values="seed", aggfunc="nunique").astype("Int64")
+        if "n_cycles" in col.runs and not wide:
             cyc = col.runs.groupby("setting")["n_cycles"].agg(["min", "max"])
             grid["cycles"] = [f"{a}" if a == b else f"{a}–{b}" for a, b in zip(cyc["min"], cyc["max"])]
-        ov.append(H.table(grid.reset_index(), "seeds per setting (rows) and method (columns)"))
+        what = "seeds per method (rows) and setting (columns)" if wide else "seeds per setting (rows) and method (columns)"
+        tab = H.table(grid.reset_index(), what)
+        ov.append(H.details(what, tab) if len(grid) > 12 else tab)
     if an.notes:
         ov.append("<h3>Warnings</h3>" + H.bullets(an.notes, "warn"))
     runs_tab = H.table(col.runs.drop(columns=[c for c in ("run",) if c in col.runs]).rename(columns={"path": "run directory"}))
@@ -549,7 +553,11 @@ def key_findings(an: Analysis) -> list[str]:
         else:
             text += f"Friedman p = {fr.pvalue:.3g} over {fr.n_blocks} blocks ({fr.blocks})"
             if fr.nemenyi is not None:
-                text += "; Nemenyi groups: " + " | ".join(", ".join(x) for x in fr.groups)
+                top = next((g for g in fr.groups if best["method"] in g), [best["method"]])
+                more = f" (+{len(top) - 6} more)" if len(top) > 6 else ""
+                text += (f"; Nemenyi: {best['method']} is not significantly different from "
+                         + (", ".join(m for m in top[:6] if m != best["method"]) + more if len(top) > 1 else "none")
+                         + f" ({len(fr.groups)} group(s))")
         out.append(text)
     if len(an.winlose):
         for r in an.winlose[an.winlose["wins"].notna()].to_dict("records"):
@@ -570,7 +578,8 @@ def summary_text(an: Analysis) -> str:
     for m in an.metrics:
         g = ov[ov["metric"] == m].sort_values("mean_rank")
         if len(g):
-            lines.append(f"mean rank {m}: " + ", ".join(f"{r.method} {r.mean_rank:.2f}" for r in g.itertuples()))
+            shown = ", ".join(f"{r.method} {r.mean_rank:.2f}" for r in g.head(6).itertuples())
+            lines.append(f"mean rank {m}: {shown}" + (f", … ({len(g)} methods)" if len(g) > 6 else ""))
         fr = an.friedman.get(m)
         if fr is not None:
             lines.append(f"  Friedman {m}: " + (f"not computable ({fr.reason})" if fr.reason else

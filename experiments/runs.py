@@ -212,7 +212,7 @@ def _values_collection(runs: list[RunDir], metric: str | None) -> Collection:
         scores = scores[scores["metric"] == metric]
     scores = scores.groupby(["setting", "dataset", "split", "preset", "method", "seed", "metric", "higher_is_better"],
                             as_index=False)["value"].mean()
-    return Collection(domain="values", metric=metric or "values", kind="table", runs=pd.DataFrame(run_rows),
+    return Collection(domain="values", metric=metric or "task/metric rows of results.csv", kind="table", runs=pd.DataFrame(run_rows),
                       curves=pd.DataFrame(columns=["run", "setting", "method", "seed", "cycle", "budget", "value"]),
                       scores=scores, setting_cols=["dataset", "split", "preset"],
                       fingerprint_cols=["domain", "dataset"])

@@ -83,7 +83,7 @@ def figure(png: bytes, alt: str, caption: str = "") -> str:
 
 def _fmt(v, digits: int) -> tuple[str, str, bool]:
     """(shown text, sort value, is numeric)."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
         return "n/a", "", False
     if isinstance(v, bool):
         return ("yes" if v else "no"), str(v), False

@@ -88,7 +88,7 @@ def plot_ranks(ranks: pd.DataFrame, friedman: Mapping, path: Path, level: str = 
                     ax.plot([x, x], [min(ys) - 0.2, max(ys) + 0.2], color="k", lw=2)
         ax.set_title(f"{metric}\n({sub})", fontsize=10)
     fig.suptitle("Mean rank ± SE; brackets: Nemenyi groups (α = 0.05, not significantly different)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_size_inches()[1]))
     return finish(fig, path)
 
 
