@@ -56,6 +56,11 @@ def test_smoke_run_writes_everything(smoke_run, capsys):
     from experiments.report import main as report_main
     assert report_main([str(setting), "--out", str(smoke_run / "rep"), "--scores", "1"]) == 0
     assert (smoke_run / "rep" / "scores_cycle1.png").stat().st_size > 0
+    # the report finds the CLI's full-data reference (same key) and fits FG-Eff like the CLI's table
+    import pandas as pd
+    fg = pd.read_csv(smoke_run / "rep" / "fgeff.csv").set_index("method")["fg_eff"]
+    cli_fg = pd.read_csv(setting / "table.csv").set_index("method")["fg_eff"]
+    assert fg.loc["claspe"] == pytest.approx(cli_fg.loc["claspe"]) and "FG-Eff" in (smoke_run / "rep" / "ranks.csv").read_text()
 
 
 def test_resume_after_crash_gives_identical_records(smoke_run, tmp_path, monkeypatch):
