@@ -55,7 +55,7 @@ def describe(run: RunDir, metric: str | None = None) -> RunInfo:
         setting = {"dataset": ds, "regime": reg.get("name"), "paradigm": cfg.get("paradigm"),
                    "preset": _name(cfg.get("preset")), "query_size": reg.get("query"), "epochs": train.get("epochs"),
                    "imbalance": None if imbalanced is None else ("imbalanced" if imbalanced else "balanced")}
-        default = info.metric if info is not None else _first_known(run)
+        default = cfg.get("metric") or (info.metric if info is not None else _first_known(run))  # the run's own
         return RunInfo("classification", cfg.get("method"), cfg.get("seed"), setting, metric or default)
     if exp == "segmentation":
         q = cfg.get("query", {}) if isinstance(cfg.get("query"), dict) else {}

@@ -354,7 +354,7 @@ def test_rollout_config_records_real_split_sizes_and_report_scores_balanced_accu
     assert cfg["metric"] == "balanced_accuracy"
     assert cfg["pool_size"] < 800 and cfg["test_size"] < 300          # the data, not the preset's caps
     assert cfg["pool_size"] + cfg["test_size"] <= 128
-    from experiments.report import collect
-    runs, metric = collect([str(tmp / "out")], None)
-    assert metric == "balanced_accuracy"
-    assert runs[0]["values"] == [r["metrics"]["balanced_accuracy"] for r in records]
+    from experiments.runs import load
+    col = load([str(tmp / "out")])
+    assert col.metric == "balanced_accuracy"
+    assert col.curves.sort_values("cycle")["value"].tolist() == [r["metrics"]["balanced_accuracy"] for r in records]
