@@ -32,7 +32,9 @@ def smoke_run(tmp_path_factory):
 def test_smoke_writes_table_summary_and_plots(smoke_run):
     run, _ = smoke_run
     df = pd.read_csv(run / "results.csv")
-    assert list(df.columns) == ["model", "measure", "utype", "aggregation", "task", "metric", "split", "seed", "value"]
+    assert list(df.columns) == ["model", "measure", "utype", "aggregation", "task", "metric", "split", "seed", "value",
+                                "shift"]
+    assert set(df["shift"]) == {"toy"}
     assert set(df.model) == {"softmax", "ttd", "ensemble", "tta", "ssn"}
     assert set(df.task) == {"separation", "seg", "ood", "fd", "calib", "al", "am"}
     assert set(df.aggregation) >= {"image", "patch", "threshold"}

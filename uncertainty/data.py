@@ -72,8 +72,23 @@ class Split:
                      np.concatenate([p.shift for p in parts]), sum((list(p.ids) for p in parts), []))
 
     def reference_variance(self) -> np.ndarray:
-        """Aleatoric reference map: population variance of the binary rater labels, [N, *S]."""
-        return self.raters.astype(np.float32).var(axis=1)
+        """Aleatoric reference map [N, *S]: population variance of the binary rater labels; for
+        class-id labels (several classes) the same quantity per class summed and halved,
+        ``(1 − Σ_c p_c²) / 2`` with ``p_c`` the share of raters voting ``c`` — equal to ``p(1 − p)``
+        for two classes (NCC, which is what the reference feeds, ignores the scale anyway)."""
+        r = self.raters
+        if not len(r) or int(r.max()) <= 1:
+            return r.astype(np.float32).var(axis=1)
+        sq = np.zeros((len(r),) + r.shape[2:], np.float32)
+        for c in np.unique(r):
+            sq += (r == c).mean(axis=1, dtype=np.float32) ** 2
+        return (1 - sq) / 2
+
+    def valid(self, ignore_index: int | None) -> np.ndarray | None:
+        """[N, V] bool: pixels with a label (not ``ignore_index``; the first rater decides), or None."""
+        if ignore_index is None:
+            return None
+        return self.raters[:, 0].reshape(len(self), -1) != ignore_index
 
 
 @dataclass
@@ -82,6 +97,12 @@ class SegData:
     dim: int
     splits: dict
     n_classes: int = 2
+    class_names: list = field(default_factory=lambda: ["background", "foreground"])
+    ignore_index: int | None = None  # label value excluded from training and metrics (GTA5/Cityscapes: 255)
+    background: bool = True          # class 0 is background: foreground share, threshold aggregation
+    flip_axes: tuple | None = None   # spatial axes (0-based) whose flips preserve labels; None = all
+    shift: str = "none"              # what the shifted cases are: none | toy | dataset | <--shift name> | ...
+    notes: list = field(default_factory=list)   # choices the loader made (class handling, ...), for the summary
 
     @property
     def spatial(self) -> tuple:
@@ -96,7 +117,11 @@ class SegData:
         for k in SPLITS:
             s = self.splits[k]
             parts.append(f"{k}={len(s)} (ood {int(s.ood.sum())}, ambiguous {int(s.ambiguous.sum())})")
-        return f"{self.name}: {self.dim}D {self.spatial}, " + ", ".join(parts)
+        return f"{self.name}: {self.dim}D {self.spatial}, {self.n_raters} rater(s), " + ", ".join(parts)
+
+    @property
+    def n_raters(self) -> int:
+        return int(self.splits["train"].raters.shape[1])
 
 
 # ============================================================================ toy generator
@@ -260,7 +285,7 @@ def make_toy(cfg: ToyConfig) -> SegData:
                          _shifted(rng, cfg, cfg.n_pool_ood, "po")])
     return SegData(f"toy{cfg.dim}d", cfg.dim, {
         "train": train, "val": val,
-        "test_iid": test_iid, "test_ood": test_ood, "pool": pool})
+        "test_iid": test_iid, "test_ood": test_ood, "pool": pool}, shift="toy")
 
 
 def _make_scenario(cfg: ToyConfig) -> SegData:
@@ -289,20 +314,116 @@ def _make_scenario(cfg: ToyConfig) -> SegData:
         test_iid = Split.concat([plain, blurred])
     return SegData(f"toy{cfg.dim}d-s{cfg.scenario}", cfg.dim, {
         "train": train, "val": val, "test_iid": test_iid, "test_ood": test_ood,
-        "pool": Split.concat([pool_iid, pool_ood])})
+        "pool": Split.concat([pool_iid, pool_ood])}, shift="toy" if len(test_ood) else "none")
 
 
 # ============================================================================ MSD / nnU-Net layout
+CLASS_MODES = ("merged", "per-class")
+# keys of the ``values`` block of dataset.json (README "The values block")
+VALUES_KEYS = {
+    "ood": "list of case names that are shifted (OoD) cases",
+    "shift": "one line saying what the shift is (shown in the tables)",
+    "splits": "optional fixed split: {train, val, test_iid, test_ood, pool} → lists of case names",
+}
+
+
 @dataclass(frozen=True)
 class MSDConfig:
     size: int = 64                 # every case is resampled to size^D
     test_fraction: float = 0.2     # of the i.i.d. cases
-    pool_fraction: float = 0.2     # of the i.i.d. cases (0 when the dataset lists no OoD cases)
+    pool_fraction: float = 0.2     # of the i.i.d. cases: the unlabelled pool (AL; with a shift also OoD detection)
     val_fraction: float = 0.2      # of the remaining i.i.d. cases
     seed: int = 0
+    classes: str = "merged"        # merged (foreground = any label > 0) | per-class (one output per label)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class MSDFacts:
+    """What a dataset folder offers the testbed, read from dataset.json and the file listing only
+    (no volume decoded): decides which tasks can run before any work starts."""
+    root: Path
+    n_cases: int
+    raters: tuple                  # (min, max) label files per case
+    n_ood: int
+    class_names: list | None
+    values: dict                   # the validated ``values`` block ({} when absent)
+    has_values: bool
+
+
+def values_block(layout: msd.Layout) -> dict:
+    """The ``values`` block of dataset.json, checked: known keys, case names that exist, a fixed
+    split that assigns no case twice.  Every problem is one ``UserError`` naming dataset.json."""
+    where = layout.root / "dataset.json"
+    raw = layout.meta.get("values", {})
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: \"values\" must be an object, e.g. {{\"ood\": [\"case_017\", ...]}}")
+    unknown = sorted(set(raw) - set(VALUES_KEYS))
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))} in \"values\"; known: "
+                        f"{', '.join(VALUES_KEYS)}")
+    names = {c.name for c in layout.cases}
+    example = next(iter(sorted(names)), "case")
+
+    def case_list(v, what: str) -> list[str]:
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise UserError(f"{where}: {what} must be a list of case names (strings), e.g. [\"{example}\"]")
+        bad = [x for x in v if x not in names]
+        if bad:
+            raise UserError(f"{where}: {what} names {len(bad)} case(s) that do not exist: "
+                            f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} (cases are named like {example!r})")
+        return list(v)
+
+    out = {}
+    if "ood" in raw:
+        out["ood"] = case_list(raw["ood"], "values.ood")
+    if "shift" in raw:
+        if not isinstance(raw["shift"], str):
+            raise UserError(f"{where}: values.shift must be a string describing the shift")
+        out["shift"] = raw["shift"]
+    if "splits" in raw:
+        sp = raw["splits"]
+        if not isinstance(sp, dict):
+            raise UserError(f"{where}: values.splits must be an object {{\"train\": [...], \"val\": [...], ...}}")
+        bad = sorted(set(sp) - set(SPLITS))
+        if bad:
+            raise UserError(f"{where}: unknown split(s) {', '.join(bad)} in values.splits; known: {', '.join(SPLITS)}")
+        seen: dict = {}
+        out["splits"] = {}
+        for k in SPLITS:
+            lst = case_list(sp.get(k, []), f"values.splits.{k}")
+            for c in lst:
+                if c in seen:
+                    raise UserError(f"{where}: case {c} is in values.splits.{seen[c]} and values.splits.{k}")
+                seen[c] = k
+            out["splits"][k] = lst
+        for k in ("train", "val", "test_iid"):
+            if not out["splits"][k]:
+                raise UserError(f"{where}: values.splits.{k} is empty")
+        ood = {c.name for c in layout.cases if c.ood}
+        wrong = [c for c in out["splits"]["test_ood"] if c not in ood] + [c for k in ("train", "val", "test_iid")
+                                                                          for c in out["splits"][k] if c in ood]
+        if wrong:
+            raise UserError(f"{where}: values.splits puts case {wrong[0]} on the wrong side: test_ood holds the cases "
+                            "of values.ood, train / val / test_iid the others")
+    return out
+
+
+def inspect_msd(path) -> MSDFacts:
+    """Facts of an MSD / nnU-Net folder for the testbed, from dataset.json and file names only."""
+    root = Path(path)
+    if not root.exists():
+        raise UserError(f"dataset path {root} does not exist (use toy2d, toy3d, lidc-tex, lidc-mal, gta-cs or an "
+                        "MSD/nnU-Net folder)")
+    layout = msd.read_layout(root, need_labels=False, min_cases=0)
+    vals = values_block(layout)
+    r = [len(c.labels) for c in layout.cases] or [0]
+    return MSDFacts(root, len(layout.cases), (min(r), max(r)), sum(c.ood for c in layout.cases),
+                    layout.class_names, vals, "values" in layout.meta)
 
 
 def _to_tensor_shape(arr: np.ndarray, channels_last: bool) -> np.ndarray:
@@ -325,64 +446,106 @@ def _resize(x: np.ndarray, size: int, mode: str) -> np.ndarray:
     return F.interpolate(t, size=(size,) * dim, **kw)[0].numpy()
 
 
+def class_note(names: list | None, mode: str) -> str:
+    """One line saying how the dataset's classes are handled (printed, and kept in the summary)."""
+    fg = list(names[1:]) if names else ["foreground"]
+    shown = ", ".join(fg[:8]) + (", ..." if len(fg) > 8 else "")
+    if len(fg) == 1:
+        return f"classes: one foreground class ({fg[0]}) against background"
+    if mode == "merged":
+        return (f"classes: the {len(fg)} foreground classes ({shown}) are merged into one foreground "
+                f"(--classes merged, the default); --classes per-class trains a {len(fg) + 1}-class net instead")
+    return (f"classes: per class (--classes per-class) — a {len(fg) + 1}-class net (background, {shown}); Dice per "
+            f"class and averaged over the foreground classes; NCC/GED/calibration on the class labels")
+
+
 def load_msd(path, cfg: MSDConfig = MSDConfig(), log=print) -> SegData:
     """Load an MSD / nnU-Net-layout dataset (``dataset.json``, ``imagesTr``, ``labelsTr``).
 
-    * binary task: foreground = label > 0;
+    * classes: ``cfg.classes == "merged"`` → binary, foreground = label > 0; ``"per-class"`` → one
+      output per label of dataset.json (labels 0..C as class ids);
     * multiple raters: ``labelsTr/<case>_NN.nii.gz`` files (or a list under ``label`` in the
       ``training`` entry); one rater otherwise;
     * distribution shift: cases listed under ``dataset.json["values"]["ood"]`` (or
-      ``"ood_cases"``, or an entry's ``"ood": true``) are the shifted cases;
+      ``"ood_cases"``, or an entry's ``"ood": true``) are the shifted cases; a fixed split under
+      ``values.splits``, else a seeded random one (i.i.d.: test / pool / val / train; shifted: half
+      test, half pool);
     * every case is resampled to ``size^D`` (image: linear; labels: nearest)."""
-    root = Path(path)
-    if not root.exists():
-        raise UserError(f"dataset path {root} does not exist (use toy2d, toy3d or an MSD/nnU-Net folder)")
+    if cfg.classes not in CLASS_MODES:
+        raise UserError(f"unknown class handling {cfg.classes!r}; valid: {', '.join(CLASS_MODES)}")
+    facts = inspect_msd(path)
+    root = facts.root
     layout = msd.read_layout(root, need_labels=False, min_cases=0)
     cases = layout.cases
     if len(cases) < 8:
         raise UserError(f"{root} has {len(cases)} cases; the testbed needs at least 8")
+    per_class = cfg.classes == "per-class"
+    if per_class and layout.class_names is None:
+        raise UserError(f"{root / 'dataset.json'}: --classes per-class needs the \"labels\" of dataset.json")
+    n_fg = layout.n_classes
     imgs, labs, dims = [], [], set()
     for c in cases:
         chans = [_to_tensor_shape(msd.read_volume(p, root), channels_last=True) for p in c.images]
         im = np.concatenate(chans, 0).astype(np.float32)
-        ls = [(_to_tensor_shape(msd.read_volume(p, root), channels_last=False)[0] > 0).astype(np.float32)
-              for p in c.labels]
-        if any(l.shape != im.shape[1:] for l in ls):
+        ls = []
+        for p in c.labels:
+            lab = _to_tensor_shape(msd.read_volume(p, root), channels_last=False)[0]
+            if per_class:
+                bad = np.setdiff1d(np.unique(lab), np.arange(n_fg + 1))
+                if len(bad):
+                    raise UserError(f"{msd.rel(root.resolve(), p)}: label values {bad[:5].tolist()} are not classes of "
+                                    f"dataset.json (0..{n_fg})")
+                ls.append(lab.astype(np.float32))
+            else:
+                ls.append((lab > 0).astype(np.float32))
+        if any(lab.shape != im.shape[1:] for lab in ls):
             raise UserError(f"case {c.name}: label shape {ls[0].shape} differs from image shape {im.shape[1:]}")
         dims.add(im.ndim - 1)
         imgs.append(_resize(im, cfg.size, "linear"))
-        labs.append((_resize(np.stack(ls), cfg.size, "nearest") > 0.5).astype(np.uint8))
+        labs.append(np.rint(_resize(np.stack(ls), cfg.size, "nearest")).astype(np.uint8))
     if len(dims) != 1 or dims.pop() not in (2, 3):
         raise UserError(f"{root}: cases must all be 2D or all 3D")
     if len({i.shape[0] for i in imgs}) != 1:
         raise UserError(f"{root}: cases have different numbers of image channels")
-    r = min(l.shape[0] for l in labs)
-    if r != max(l.shape[0] for l in labs):
-        log(f"note: cases have {r}..{max(l.shape[0] for l in labs)} raters; using the first {r} of each")
+    r = min(lab.shape[0] for lab in labs)
+    if r != max(lab.shape[0] for lab in labs):
+        log(f"note: cases have {r}..{max(lab.shape[0] for lab in labs)} raters; using the first {r} of each")
     images = np.stack(imgs)
     flat = images.reshape(len(images), images.shape[1], -1)
     mu, sd = flat.mean(-1, keepdims=True), flat.std(-1, keepdims=True)
     images = ((flat - mu) / np.where(sd > 0, sd, 1)).reshape(images.shape).astype(np.float32)
-    raters = np.stack([l[:r] for l in labs])
+    raters = np.stack([lab[:r] for lab in labs])
     ood = np.array([c.ood for c in cases])
     amb = (raters.max(1) != raters.min(1)).reshape(len(cases), -1).any(1)
-    allc = Split(images, raters, ood, amb, np.where(ood, "ood", "none").astype("<U6"), [c.name for c in cases])
-    rng = seeds.rng(cfg.seed, "msd")
-    iid = rng.permutation(np.flatnonzero(~ood))
-    oo = rng.permutation(np.flatnonzero(ood))
-    n_test = max(1, int(round(cfg.test_fraction * len(iid))))
-    n_pool = int(round(cfg.pool_fraction * len(iid))) if len(oo) else 0
-    rest = iid[n_test + n_pool:]
-    n_val = max(1, int(round(cfg.val_fraction * len(rest))))
-    if len(rest) - n_val < 2:
-        raise UserError(f"{root}: too few i.i.d. cases ({len(iid)}) for train/val/test splits")
-    if not len(oo):
-        log("note: the dataset lists no shifted (OoD) cases; OoD detection, AL and the AUROC of the separation study are skipped")
-    half = len(oo) // 2
-    splits = {"train": allc.subset(rest[n_val:]), "val": allc.subset(rest[:n_val]),
-              "test_iid": allc.subset(iid[:n_test]), "test_ood": allc.subset(oo[:half]),
-              "pool": allc.subset(np.r_[iid[n_test:n_test + n_pool], oo[half:]].astype(np.int64))}
-    return SegData(root.name, images.ndim - 2, splits)
+    allc = Split(images, raters, ood, amb, np.where(ood, "ood", "none").astype("<U12"), [c.name for c in cases])
+    fixed = facts.values.get("splits")
+    if fixed:
+        index = {c.name: i for i, c in enumerate(cases)}
+        splits = {k: allc.subset(np.array([index[c] for c in fixed[k]], dtype=np.int64)) for k in SPLITS}
+        unused = len(cases) - sum(len(v) for v in fixed.values())
+        if unused:
+            log(f"note: values.splits leaves {unused} case(s) unused")
+    else:
+        rng = seeds.rng(cfg.seed, "msd")
+        iid = rng.permutation(np.flatnonzero(~ood))
+        oo = rng.permutation(np.flatnonzero(ood))
+        n_test = max(1, int(round(cfg.test_fraction * len(iid))))
+        n_pool = max(1, int(round(cfg.pool_fraction * len(iid)))) if cfg.pool_fraction > 0 else 0
+        rest = iid[n_test + n_pool:]
+        n_val = max(1, int(round(cfg.val_fraction * len(rest))))
+        if len(rest) - n_val < 2:
+            raise UserError(f"{root}: too few i.i.d. cases ({len(iid)}) for train/val/test/pool splits")
+        half = len(oo) // 2
+        splits = {"train": allc.subset(rest[n_val:]), "val": allc.subset(rest[:n_val]),
+                  "test_iid": allc.subset(iid[:n_test]), "test_ood": allc.subset(oo[:half]),
+                  "pool": allc.subset(np.r_[iid[n_test:n_test + n_pool], oo[half:]].astype(np.int64))}
+    names = list(layout.class_names) if (per_class and layout.class_names) else \
+        ["background", "foreground" if n_fg > 1 or not layout.class_names else layout.class_names[1]]
+    notes = [class_note(layout.class_names, cfg.classes)]
+    if facts.values.get("shift"):
+        notes.append(f"shift (dataset.json values.shift): {facts.values['shift']}")
+    return SegData(root.name, images.ndim - 2, splits, n_classes=len(names), class_names=names,
+                   shift="dataset" if ood.any() else "none", notes=notes)
 
 
 def write_msd(data: SegData, path, splits: Sequence[str] = SPLITS) -> Path:
@@ -394,5 +557,5 @@ def write_msd(data: SegData, path, splits: Sequence[str] = SPLITS) -> Path:
             s = data.splits[sp]
             for i in range(len(s)):
                 yield msd.NewCase(f"{sp}_{s.ids[i]}", list(s.images[i]), list(s.raters[i]), bool(s.ood[i]))
-    return msd.write_layout(path, cases(), name=data.name, class_names=["background", "foreground"],
+    return msd.write_layout(path, cases(), name=data.name, class_names=list(data.class_names),
                             channel_names=["image"] * data.in_channels)

@@ -7,7 +7,8 @@ C0 is a small MONAI ``UNet`` (2D or 3D) followed by one full-resolution 3×3 con
 * ``ttd``      — the same net with dropout p = 0.5 after every conv block, trained with dropout and
   kept active at test time, M = 10 passes;
 * ``ensemble`` — 5 deterministic nets from different seeds (member 0 *is* the softmax model), M = 5;
-* ``tta``      — the softmax model on every flip pattern of the spatial axes (4 in 2D, 8 in 3D),
+* ``tta``      — the softmax model on every flip pattern of the spatial axes (4 in 2D, 8 in 3D; only
+  the label-preserving axes of the data, e.g. horizontal flips of street scenes: 2),
   each without and with Gaussian noise (one noisy copy per image); every output is flipped back;
   M = 8 (2D) / 16 (3D);
 * ``ssn``      — stochastic segmentation network: the head outputs the mean μ, the log-diagonal
@@ -57,16 +58,26 @@ class TrainConfig:
     noise_p: float = 0.5                # share of training samples that get noise
     bf16: bool = False                  # bfloat16 autocast (CPU/GPU) for training and inference
     eval_batch: int = 16
+    # set by the data (uncertainty.runner), not by presets; absent from to_dict() while None
+    ignore_index: int | None = None     # label left out of the loss (GTA5/Cityscapes: 255); loss is then CE
+    flip_axes: tuple | None = None      # spatial axes (0-based) flipped by augmentation and TTA; None = all
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)
+        for k in ("ignore_index", "flip_axes"):
+            if d[k] is None:
+                del d[k]
+        if "flip_axes" in d:
+            d["flip_axes"] = list(d["flip_axes"])
         return d
 
     @staticmethod
     def from_dict(d: dict) -> "TrainConfig":
         d = dict(d)
         d["channels"] = tuple(d["channels"])
+        if d.get("flip_axes") is not None:
+            d["flip_axes"] = tuple(d["flip_axes"])
         return TrainConfig(**d)
 
 
@@ -150,7 +161,7 @@ def _augment(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, g: torch.Genera
     """Random flips per sample and axis, Gaussian noise (variance ~ U(0, noise_var)) on a share of
     the samples.  Vectorised over the batch."""
     b, dim = x.shape[0], x.ndim - 2
-    for ax in range(dim):
+    for ax in (range(dim) if cfg.flip_axes is None else cfg.flip_axes):
         m = torch.rand(b, generator=g, device=x.device) < 0.5
         mx = m.view((b,) + (1,) * (x.ndim - 1))
         my = m.view((b,) + (1,) * (y.ndim - 1))
@@ -163,14 +174,22 @@ def _augment(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, g: torch.Genera
     return x, y
 
 
-def ssn_loss(net: SegNet, x, y, n_samples: int, g: torch.Generator | None = None) -> torch.Tensor:
+def ssn_loss(net: SegNet, x, y, n_samples: int, g: torch.Generator | None = None,
+             ignore_index: int | None = None) -> torch.Tensor:
     """Monteiro et al. 2020: ``−mean_b [logsumexp_m Σ_pixels log softmax(η_m)[y] − log M]``, divided by
-    the pixel count (a constant, keeps the scale of a per-pixel loss)."""
+    the pixel count (a constant, keeps the scale of a per-pixel loss); ignored pixels add nothing."""
     mu, ld, fac = net.ssn_params(x)
     eta = ssn_sample(mu.float(), ld.float(), fac.float(), n_samples, g)                 # [M, B, C, *S]
     logp = F.log_softmax(eta, dim=2)
+    keep = None
+    if ignore_index is not None:
+        keep = y != ignore_index
+        y = torch.where(keep, y, torch.zeros_like(y))
     idx = y.long().unsqueeze(0).unsqueeze(2).expand((eta.shape[0], -1, 1) + tuple(y.shape[1:]))
-    ll = logp.gather(2, idx).flatten(2).sum(-1)                                       # [M, B]
+    gathered = logp.gather(2, idx)
+    if keep is not None:
+        gathered = gathered * keep.unsqueeze(0).unsqueeze(2)
+    ll = gathered.flatten(2).sum(-1)                                                  # [M, B]
     v = y[0].numel()
     return -(torch.logsumexp(ll, 0) - math.log(n_samples)).mean() / v
 
@@ -205,11 +224,14 @@ def train_net(kind: str, images: np.ndarray, raters: np.ndarray, dim: int, n_cla
             x, y = _augment(x, y, cfg, dev_g)
             with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu",
                                 dtype=torch.bfloat16, enabled=use_bf16):
+                ign = cfg.ignore_index
                 if kind == "ssn":
                     if ep < cfg.ssn_warmup_epochs:
-                        loss = F.cross_entropy(net(x).float(), y.long())
+                        loss = F.cross_entropy(net(x).float(), y.long(), ignore_index=-100 if ign is None else ign)
                     else:
-                        loss = ssn_loss(net, x, y, cfg.ssn_train_samples, dev_g)
+                        loss = ssn_loss(net, x, y, cfg.ssn_train_samples, dev_g, ign)
+                elif ign is not None:   # an ignore label (GTA5/Cityscapes): cross-entropy, as the thesis' HRNet
+                    loss = F.cross_entropy(net(x).float(), y.long(), ignore_index=ign)
                 else:
                     loss = dice_ce(net(x).float(), y.unsqueeze(1).float())
             opt.zero_grad(set_to_none=True)
@@ -316,13 +338,14 @@ class TTA(PredictionModel):
     """Flip patterns × {clean, one noisy copy}; outputs flipped back before stacking."""
     name = "tta"
 
-    def __init__(self, net: SegNet, noise_var: float = 0.1, **kw):
-        self.net, self.noise_var = net, noise_var
+    def __init__(self, net: SegNet, noise_var: float = 0.1, flip_axes: tuple | None = None, **kw):
+        self.net, self.noise_var, self.flip_axes = net, noise_var, flip_axes
         super().__init__(**kw)
 
     def _probs(self, x):
         b, dim = x.shape[0], x.ndim - 2
-        flips = [c for k in range(dim + 1) for c in itertools.combinations(range(2, 2 + dim), k)]
+        axes = [2 + a for a in (range(dim) if self.flip_axes is None else self.flip_axes)]
+        flips = [c for k in range(len(axes) + 1) for c in itertools.combinations(axes, k)]
         sd = torch.sqrt(torch.rand(b, generator=self.gen) * self.noise_var).to(x.device)
         noisy = x + sd.view((b,) + (1,) * (x.ndim - 1)) * torch.randn(x.shape, generator=self.gen).to(x.device)
         views = [v.flip(f) if f else v for v in (x, noisy) for f in flips]
@@ -365,7 +388,7 @@ def build_model(model: str, nets: dict, cfg: TrainConfig, device: str, seed: int
     if model == "ensemble":
         return Ensemble([nets[("det", k)] for k in range(cfg.ensemble_size)], **kw)
     if model == "tta":
-        return TTA(nets[("det", 0)], noise_var=cfg.noise_var, **kw)
+        return TTA(nets[("det", 0)], noise_var=cfg.noise_var, flip_axes=cfg.flip_axes, **kw)
     if model == "ttd":
         return TTD(nets[("ttd", 0)], passes=cfg.ttd_passes, **kw)
     if model == "ssn":

@@ -123,21 +123,61 @@ def _verdict(checks: list[dict], name: str) -> str:
     return "reproduces" if k == len(c) else ("does not reproduce" if k == 0 else f"partly reproduces ({k}/{len(c)})")
 
 
-def summary_markdown(df: pd.DataFrame, runner, wall_s: float) -> tuple[str, list[dict]]:
+def _skip_text(runner, task: str, part_prefix: str = "") -> str | None:
+    """'_skipped: reason; to run it: fix_' for a skipped task (or half-task), else None."""
+    plan = getattr(runner, "plan", None)
+    for sk in (plan.skipped if plan else []):
+        if sk.task == task and (not part_prefix or not sk.part or sk.part.startswith(part_prefix)):
+            return f"_skipped: {sk.reason}; to run it: {sk.fix}_\n"
+    return None
+
+
+def _ci_table(ci: pd.DataFrame) -> str:
+    if ci is None or ci.empty:
+        return "_no intervals_\n"
+    lines = ["| PM | UM | AGG | task | metric | split | n | value | 95 % CI |", "|" + "---|" * 9]
+    ci = _sort_keys(ci, ["task", "metric", "split", "model", "measure", "aggregation"])
+    for _, r in ci.iterrows():
+        lines.append(f"| {MODEL_NAMES.get(r.model, r.model)} | {str(r.measure).upper()} | {r.aggregation} | {r.task} | "
+                     f"{r.metric} | {r.split} | {int(r.n)} | {r.value:.2f} | [{r.ci_low:.2f}, {r.ci_high:.2f}] |")
+    return "\n".join(lines) + "\n"
+
+
+def summary_markdown(df: pd.DataFrame, runner, wall_s: float, ci: pd.DataFrame | None = None) -> tuple[str, list[dict]]:
     toy = runner._toy
     seeds = sorted(df.seed.unique().tolist()) if len(df) else []
     sep = df[df.task == "separation"]
     am = df[df.task == "am"]
-    out = [f"# ValUES testbed — {runner.data.name} ({runner.spec.preset} preset)\n",
+    plan = getattr(runner, "plan", None)
+    data = runner.data
+    out = [f"# ValUES testbed — {data.name} ({runner.spec.preset} preset)\n",
            f"Seeds {seeds}; models {', '.join(runner.spec.models)}; this invocation took {wall_s / 60:.1f} min.  "
            f"Cells: mean ± std over seeds.  UT = uncertainty type (PU predictive, AU aleatoric, EU epistemic; "
            f"for the SSN MI is AU and EE is EU).\n",
-           f"Data: {runner.data.summary()}\n"]
+           f"Data: {data.summary()}\n",
+           f"Shift measured by the OoD columns: **{getattr(data, 'shift', 'none')}** (results.csv column `shift`).\n"]
+    for note in getattr(data, "notes", []):
+        out.append(f"- {note}")
+    if getattr(data, "notes", []):
+        out.append("")
+    if plan is not None:
+        out.append("## Tasks\n")
+        out.append(f"Ran: {', '.join(plan.tasks)}; aggregations: {', '.join(plan.aggregations)}.\n")
+        if plan.skipped:
+            out.append("Skipped (decided from the data before any job ran):\n")
+            for sk in plan.skipped:
+                out.append(f"- {sk.line()}")
+            out.append("")
+        if plan.warnings:
+            for w in plan.warnings:
+                out.append(f"> ⚠ {w}")
+            out.append("")
     out.append("## Table B.4a — NCC with the inter-rater variance (separation Q1/Q2)\n")
     ncc = pd.concat([sep[sep.metric == "ncc"], am[(am.metric == "ncc") & (am.split == "test_ood")]])
-    out.append(_table(ncc, ["model", "measure", "utype"],
-                      [("i.i.d. (ambiguous cases)", {"task": "separation", "split": "test_iid"}),
-                       ("OoD", {"task": "am", "split": "test_ood"})]))
+    skip = _skip_text(runner, "separation", "NCC") or _skip_text(runner, "am") if ncc.empty else None
+    out.append(skip or _table(ncc, ["model", "measure", "utype"],
+                              [("i.i.d. (ambiguous cases)", {"task": "separation", "split": "test_iid"}),
+                               ("OoD", {"task": "am", "split": "test_ood"})]))
     out.append("\n## Table B.4b — AUROC i.i.d. vs shifted test cases (separation Q3/Q4)\n")
     scenario = getattr(runner.spec, "scenario", "mixed")
     if toy and scenario != "mixed":
@@ -146,12 +186,26 @@ def summary_markdown(df: pd.DataFrame, runner, wall_s: float) -> tuple[str, list
     elif toy:
         cols = [("Toy 3a (i.i.d. w/o AU)", {"metric": "auroc_noamb"}), ("Toy 3b (i.i.d. with AU)", {"metric": "auroc"})]
     else:
-        cols = [("test", {"metric": "auroc"}), ("test, unambiguous i.i.d.", {"metric": "auroc_noamb"})]
-    out.append(_table(sep[sep.metric != "ncc"], ["model", "measure", "utype", "aggregation"], cols))
+        cols = [(f"test ({getattr(data, 'shift', 'none')} shift)", {"metric": "auroc"}),
+                ("test, unambiguous i.i.d.", {"metric": "auroc_noamb"})]
+    b4b = sep[sep.metric != "ncc"]
+    out.append((_skip_text(runner, "separation", "AUROC") if b4b.empty else None)
+               or _table(b4b, ["model", "measure", "utype", "aggregation"], cols))
+    if ci is not None:
+        out.append("\n## Small sample — 95 % bootstrap confidence intervals\n")
+        shown = ci
+        agg = next((a for a in ("patch", "image", "threshold") if (ci.aggregation == a).any()), None)
+        if agg is not None:
+            shown = ci[ci.aggregation.isin([agg, "-"])]
+        out.append("Cases resampled (i.i.d. and shifted separately), the seed mean recomputed on every resample "
+                   "(`uncertainty.confidence`).  Differences smaller than these intervals are noise.  "
+                   + (f"Shown: the {agg} aggregation; every aggregation is in ci.csv.\n" if agg else "\n"))
+        out.append(_ci_table(shown))
 
     out.append("\n## Downstream tasks (×100)\n\nPer model:\n")
     out.append(_table(df[df.task.isin(["seg", "am"]) & (df.measure == "-")], ["model"],
-                      [("Dice i.i.d. ↑", {"task": "seg", "split": "test_iid"}), ("Dice OoD ↑", {"task": "seg", "split": "test_ood"}),
+                      [("Dice i.i.d. ↑", {"task": "seg", "metric": "dice", "split": "test_iid"}),
+                       ("Dice OoD ↑", {"task": "seg", "metric": "dice", "split": "test_ood"}),
                        ("GED i.i.d. ↓", {"task": "am", "metric": "ged", "split": "test_iid"}),
                        ("GED OoD ↓", {"task": "am", "metric": "ged", "split": "test_ood"})], scale=100))
     out.append("\nPixel level (per model × measure):\n")
@@ -167,16 +221,37 @@ def summary_markdown(df: pd.DataFrame, runner, wall_s: float) -> tuple[str, list
                        ("E-AURC i.i.d. ↓", {"metric": "eaurc", "split": "test_iid"}), ("E-AURC OoD ↓", {"metric": "eaurc", "split": "test_ood"}),
                        ("AL vs random ↑", {"task": "al", "metric": "improvement"}),
                        ("AL OoD share", {"task": "al", "metric": "ood_share"})], scale=100))
+    if data.n_classes > 2:
+        per = df[(df.task == "seg") & df.metric.str.startswith("dice:")]
+        if len(per):
+            out.append("\nDice per class (×100, over the test images where the class occurs; the Dice above is the "
+                       "mean over the classes present):\n")
+            models = [m for m in MODEL_NAMES if (per.model == m).any()]
+            splits = [sp for sp in ("test_iid", "test_ood") if (per.split == sp).any()]
+            head = [f"{MODEL_NAMES[m]} {'i.i.d.' if sp == 'test_iid' else 'OoD'}" for m in models for sp in splits]
+            lines = ["| class | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 1)]
+            for name in data.class_names:
+                sub = per[per.metric == f"dice:{name}"]
+                if sub.empty:
+                    continue
+                cells = [_cell(sub[(sub.model == m) & (sub.split == sp)]["value"].to_numpy(), 100)
+                         for m in models for sp in splits]
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            out.append("\n".join(lines) + "\n")
     rnd = df[(df.task == "al") & (df.measure == "random")]
     if len(rnd):
-        out.append(f"\nAL random baseline: Dice on the shifted test set after the query "
+        where = "shifted test set" if getattr(runner, "al_split", "test_ood") == "test_ood" else \
+            "i.i.d. test set (the data has no shift)"
+        out.append(f"\nAL random baseline: Dice on the {where} after the query "
                    f"{_cell(rnd[rnd.metric == 'dice_after'].drop_duplicates(['seed'])['value'].to_numpy(), 100)} "
                    f"(learner: {runner.al_learner}).\n")
 
     checks = separation_checks(df)
     out.append("\n## Closing note — do the thesis' separation findings reproduce?\n")
     if not checks:
-        out.append("No separation results (the separation task or the needed measures were not run).\n")
+        sk = _skip_text(runner, "separation")
+        out.append(f"No separation results — {sk.strip().strip('_')}\n" if sk else
+                   "No separation results (the separation task or the needed measures were not run).\n")
     else:
         for name, claim in (("MI tracks epistemic shift", "ensemble / TTD / TTA: MI (EU) separates shifted from i.i.d. cases better than EE (AU), above chance"),
                             ("EE tracks rater variance", "ensemble / TTD / TTA: EE (AU) correlates better with the rater variance than MI (EU)"),

@@ -14,6 +14,12 @@ Run directory (``--out``/``<dataset>_<preset>``), one job directory each::
     seed<s>/eval_<model>/eval.npz     aggregated scores, risks and two example maps (AL, plots)
     seed<s>/al_<key>/al.json          Dice on the shifted test set after one AL query (per query set)
     results.csv  summary.md  maps_iid.png  maps_ood.png  risk_coverage.png
+    tasks.json                        the tasks that ran, the skipped ones with reason and fix, the shift
+    ci.csv                            95 % bootstrap CIs (only when an evaluated group has few cases)
+
+Before any job the data decides the tasks (``uncertainty.support``): raters → NCC / GED, shifted
+cases → OoD detection / AUROC; the rest always runs.  Skipped tasks are logged (one line each,
+saying what to add to ``dataset.json``) and listed in ``summary.md`` and ``tasks.json``.
 
 Every file is written atomically; a rerun with ``--resume`` runs only the jobs that are not done
 (status from the job directories: ``python -m experiments.study status OUT``) and produces the
@@ -21,7 +27,8 @@ same numbers as an uninterrupted run.
 
 Active learning (``uncertainty.md`` §7.2, §10.4): rank the pool (i.i.d. + shifted) by the
 aggregated uncertainty, add the top 50 % to the training set, retrain from scratch with the same
-seed, measure Dice on the shifted test set; ``improvement = C_method − C_random`` with
+seed, measure Dice on the shifted test set (the i.i.d. test set when the data has no shift: plain
+AL on an i.i.d. pool); ``improvement = C_method − C_random`` with
 ``C = (Dice_after − Dice_before) / Dice_before`` and a random 50 % query as baseline.  Only PU and
 EU measures are queried (as in the thesis).  The learner that is retrained is the prediction model
 itself (``al_learner = "pm"``, thesis preset) or, to fit a laptop, the plain backbone
@@ -45,14 +52,18 @@ from core.errors import UserError
 from core.store import RunStore, atomic_write, atomic_write_json, atomic_write_text
 from core.study import Job, JobRun, job_state
 
-from . import report
+from . import confidence, report, shifts, support
 from .aggregation import AGGREGATIONS
+from .cityscapes import GTACSConfig
 from .data import SPLITS, MSDConfig, SegData, Split, ToyConfig, load_msd, make_toy
+from .lidc import LIDCConfig
 from .measures import MEASURES, UTYPE
 from .models import MODELS, TrainConfig, build_model, load_net, nets_needed, save_net, train_net
-from .studies import TASKS, evaluate, predict_split
+from .studies import TASKS, evaluate, label_spec, predict_split
 
 RESULT_COLUMNS = ["model", "measure", "utype", "aggregation", "task", "metric", "split", "seed", "value"]
+# results.csv adds a last column ``shift``: what the shifted cases are (none | toy | dataset | lidc-tex |
+# lidc-mal | gta-cs | intensity | noise | blur | resolution), so every table says which shift it measured
 
 # ------------------------------------------------------------------------------------ presets
 PRESETS = {
@@ -61,6 +72,9 @@ PRESETS = {
         "toy2d": ToyConfig(dim=2, size=64, blur_sigma=4.0),
         "toy3d": ToyConfig(dim=3, size=64, blur_sigma=8.0),
         "msd": MSDConfig(size=64),
+        "lidc": LIDCConfig(size=64),
+        # 25 % of 1024×1912 is 256×478; 480 so that the U-Net's four poolings divide the width
+        "gta": GTACSConfig(height=256, width=480),
         "train": TrainConfig(channels=(8, 16, 32, 64, 128), features=16, epochs=150, lr=3e-4, ssn_warmup_epochs=5),
         "al_learner": "pm",
         "al_aggregations": list(AGGREGATIONS),
@@ -73,6 +87,8 @@ PRESETS = {
         "toy3d": ToyConfig(dim=3, size=32, blur_sigma=8.0, n_train=80, n_val=20, n_test_iid=12, n_test_ood=12,
                            n_pool_iid=20, n_pool_ood=20),
         "msd": MSDConfig(size=48),
+        "lidc": LIDCConfig(size=32, fraction=0.25),
+        "gta": GTACSConfig(height=64, width=120, max_train=160, max_test=40, max_pool=40),
         "train": TrainConfig(channels=(8, 16, 32, 64), features=16, epochs=30, lr=1e-3, ssn_warmup_epochs=5,
                              ssn_epochs=60, bf16=True),
         "al_learner": "backbone",
@@ -83,6 +99,8 @@ PRESETS = {
         "toy2d": ToyConfig(dim=2, size=32, n_train=12, n_val=6, n_test_iid=3, n_test_ood=6, n_pool_iid=4, n_pool_ood=4),
         "toy3d": ToyConfig(dim=3, size=16, n_train=8, n_val=4, n_test_iid=2, n_test_ood=3, n_pool_iid=4, n_pool_ood=4),
         "msd": MSDConfig(size=24),
+        "lidc": LIDCConfig(size=16),
+        "gta": GTACSConfig(height=32, width=60, n_raters=3, max_train=8, max_test=4, max_pool=4),
         "train": TrainConfig(channels=(4, 8, 16), features=4, epochs=2, batch_size=4, lr=1e-3, ssn_warmup_epochs=1,
                              ensemble_size=2, ttd_passes=3, ssn_train_samples=3, ssn_test_samples=3),
         "al_learner": "backbone",
@@ -91,18 +109,62 @@ PRESETS = {
 }
 
 
-def load_dataset(dataset: str, preset: str, log=print, scenario: str = "mixed") -> tuple[SegData, dict, str]:
-    """(data, data-config dict for the protocol, short tag for the run directory); ``scenario``: the
-    toy data's separation-study scenario (``uncertainty.data.SCENARIOS``; ``mixed`` = all tasks)."""
-    p = PRESETS[preset]
+REAL_DATASETS = ("lidc-tex", "lidc-mal", "gta-cs")
+
+
+def dataset_kind(dataset: str) -> str:
+    """toy2d | toy3d | lidc | gta | msd (a folder)."""
     if dataset in ("toy2d", "toy3d"):
-        cfg = replace(p[dataset], scenario=scenario)
-        tag = dataset if scenario == "mixed" else f"{dataset}-s{scenario}"
-        return make_toy(cfg), {"kind": dataset, **cfg.to_dict()}, tag
-    path = Path(dataset)
-    cfg = p["msd"]
+        return dataset
+    if dataset in ("lidc-tex", "lidc-mal"):
+        return "lidc"
+    if dataset == "gta-cs":
+        return "gta"
+    return "msd"
+
+
+def load_dataset(spec: "RunSpec", log=print) -> tuple[SegData, dict, str]:
+    """(data, data-config dict for the protocol, short tag for the run directory).  ``spec.scenario``:
+    the toy data's separation-study scenario (``uncertainty.data.SCENARIOS``; ``mixed`` = all
+    tasks); ``spec.shift`` adds a synthetic shift (``uncertainty.shifts``) to data that has none."""
+    p = PRESETS[spec.preset]
+    kind = dataset_kind(spec.dataset)
+    classes = spec.classes or ("per-class" if kind == "gta" else "merged")
+    if spec.shift and kind != "msd":
+        raise UserError(f"--shift builds a shift for MSD/nnU-Net folders without one; {spec.dataset} has its own "
+                        "shifted cases")
+    if classes != "merged" and kind in ("toy2d", "toy3d", "lidc"):
+        raise UserError(f"--classes {classes}: {spec.dataset} has one foreground class")
+    if spec.scenario != "mixed" and kind not in ("toy2d", "toy3d"):
+        raise UserError("--scenario selects a toy-data scenario; it needs --dataset toy2d or toy3d")
+    if kind in ("toy2d", "toy3d"):
+        cfg = replace(p[kind], scenario=spec.scenario)
+        tag = kind if spec.scenario == "mixed" else f"{kind}-s{spec.scenario}"
+        return make_toy(cfg), {"kind": kind, **cfg.to_dict()}, tag
+    if kind == "lidc":
+        from .lidc import load_lidc
+        cfg = p["lidc"]
+        feature = spec.dataset.split("-")[1]
+        data, info = load_lidc(feature, spec.data_dir, Path(spec.out) / "data", cfg, download=spec.download, log=log)
+        return data, {"kind": spec.dataset, **info, **cfg.to_dict()}, spec.dataset
+    if kind == "gta":
+        from .cityscapes import load_gta_cs
+        cfg = p["gta"]
+        data, info = load_gta_cs(spec.data_dir, cfg, download=spec.download, log=log, classes=classes)
+        return data, {"kind": spec.dataset, **info, **cfg.to_dict()}, spec.dataset
+    path = Path(spec.dataset)
+    cfg = replace(p["msd"], classes=classes)
     data = load_msd(path, cfg, log=log)
-    return data, {"kind": "msd", "path": str(path.resolve()), **cfg.to_dict()}, path.resolve().name
+    info = {"kind": "msd", "path": str(path.resolve()), **cfg.to_dict()}
+    tag = path.resolve().name + ("-perclass" if classes == "per-class" else "")
+    if spec.shift:
+        data = shifts.apply(data, spec.shift, seed=cfg.seed)
+        data.shift = spec.shift
+        data.notes.append(f"shift: --shift {spec.shift} — {shifts.SHIFTS[spec.shift]}; the shifted test set and the "
+                          "shifted half of the pool are shifted copies of the held-out i.i.d. test / pool cases")
+        info["shift"] = spec.shift
+        tag += f"-{spec.shift}"
+    return data, info, tag
 
 
 @dataclass
@@ -124,6 +186,10 @@ class RunSpec:
     threads: int = 1                   # torch threads per job on CPU
     plots: bool = True
     scenario: str = "mixed"            # toy data: separation-study scenario (1, 2, 3a, 3b) or mixed
+    classes: str | None = None         # merged | per-class; None: per-class for gta-cs, else merged
+    shift: str | None = None           # synthetic shift for data without one (uncertainty.shifts)
+    data_dir: str | None = None        # raw releases of LIDC-IDRI / GTA5 + Cityscapes
+    download: bool = False             # fetch what can be fetched of them (never without it)
 
 
 def train_config(spec: RunSpec) -> TrainConfig:
@@ -137,9 +203,10 @@ def train_config(spec: RunSpec) -> TrainConfig:
     return tc
 
 
-def al_aggregations(spec: RunSpec) -> list:
-    """The aggregations whose rankings become AL queries."""
-    return [a for a in (spec.al_aggregations or PRESETS[spec.preset]["al_aggregations"]) if a in spec.aggregations]
+def al_aggregations(spec: RunSpec, allowed=None) -> list:
+    """The aggregations whose rankings become AL queries (``allowed``: those the data supports)."""
+    ok = spec.aggregations if allowed is None else allowed
+    return [a for a in (spec.al_aggregations or PRESETS[spec.preset]["al_aggregations"]) if a in ok]
 
 
 def _net_seed(seed: int, kind: str, k: int) -> int:
@@ -183,11 +250,24 @@ class Runner:
         if _worker_data is not None:
             self.data, data_cfg, tag = _worker_data
         else:
-            self.data, data_cfg, tag = load_dataset(spec.dataset, spec.preset, log=log, scenario=spec.scenario)
+            self.data, data_cfg, tag = load_dataset(spec, log=log)
         self._loaded = (self.data, data_cfg, tag)
-        self.tc = train_config(spec)
+        kind = dataset_kind(spec.dataset)
+        # which tasks the data supports — decided here, before any job (support.py); an empty plan
+        # is a one-line error and nothing is written
+        self.plan = support.plan(self.data, spec.tasks, spec.aggregations, kind=kind)
+        if _worker_data is None:
+            for line in self.data.notes:
+                log(line)
+            for sk in self.plan.skipped:
+                log(sk.line())
+            for w in self.plan.warnings:
+                log(f"warning: {w}")
+        self.tc = replace(train_config(spec), ignore_index=self.data.ignore_index, flip_axes=self.data.flip_axes)
+        self.labels = label_spec(self.data)
         self.al_learner = spec.al_learner or PRESETS[spec.preset]["al_learner"]
-        self.al_aggs = al_aggregations(spec)
+        self.al_aggs = al_aggregations(spec, self.plan.aggregations)
+        self.al_split = self.plan.al_split
         self.dir = Path(spec.out) / f"{tag}_{spec.preset}"
         self.config = {"dataset": data_cfg, "train": self.tc.to_dict(), "al_learner": self.al_learner, "seeding": seeds.SEEDING,
                        "preset": spec.preset, "n_classes": self.data.n_classes}
@@ -205,7 +285,7 @@ class Runner:
         return list(sp.models) + extra
 
     def want_al(self) -> bool:
-        return "al" in self.spec.tasks and self._al_possible()
+        return "al" in self.plan.tasks and self._al_possible()
 
     def net_path(self, seed: int, kind: str, k: int) -> Path:
         return self.dir / f"seed{seed}" / f"net_{kind}{k}" / "net.pt"
@@ -245,8 +325,9 @@ class Runner:
         preds = {}
         for sp in ("val", "test_iid", "test_ood", "pool"):
             model.reset_rng(seeds.derive(seed, "predict", SPLITS.index(sp)))
-            preds[sp] = predict_split(model, self.data.splits[sp], measures_for(name), batch=self.tc.eval_batch)
-        rows, extras = evaluate(name, self.data.splits, preds, seed)
+            preds[sp] = predict_split(model, self.data.splits[sp], measures_for(name), batch=self.tc.eval_batch,
+                                      labels=self.labels)
+        rows, extras = evaluate(name, self.data.splits, preds, seed, self.labels, self.data.class_names)
         arr = {f"risk/{sp}": v for sp, v in extras["risk"].items()}
         for sp, per in extras["scores"].items():
             for m, per_a in per.items():
@@ -262,8 +343,9 @@ class Runner:
             arr["seg/iid"] = preds["test_iid"].seg[ci]
         if co is not None:
             arr["seg/ood"] = preds["test_ood"].seg[co]
-        po = preds["test_ood"].dice
-        arr["dice/test_ood"] = np.array([float(np.mean(po)) if len(po) else np.nan])
+        for sp in ("test_iid", "test_ood"):
+            d = preds[sp].dice
+            arr[f"dice/{sp}"] = np.array([float(np.mean(d)) if len(d) else np.nan])
         csv.parent.mkdir(parents=True, exist_ok=True)
         _save_npz(npz, arr)
         atomic_write_text(csv, _rows_csv(rows))
@@ -274,7 +356,8 @@ class Runner:
 
     def job_al(self, seed: int, learner: str, q: list) -> None:
         """Retrain ``learner`` (a prediction model, or ``softmax`` for the backbone learner) on
-        train ∪ pool[q] and store its Dice on the shifted test set."""
+        train ∪ pool[q] and store its Dice on the shifted test set (on the i.i.d. test set when the
+        data has no shift)."""
         key = self._al_key(learner, q)
         path = self.al_path(seed, key)
         if path.exists():
@@ -286,9 +369,9 @@ class Runner:
         nets = {kk: self._load_or_train(seed, kk[0], kk[1], p, split=split) for kk, p in tmp.items()}
         model = build_model(learner, nets, self.tc, self.spec.device, seed)
         model.reset_rng(seeds.derive(seed, "predict", len(SPLITS)))
-        p = predict_split(model, self.data.splits["test_ood"], [], batch=self.tc.eval_batch)
+        p = predict_split(model, self.data.splits[self.al_split], [], batch=self.tc.eval_batch, labels=self.labels)
         atomic_write_json(path, {"learner": learner, "queried": [int(i) for i in np.sort(q)],
-                                 "dice_test_ood": float(np.mean(p.dice))})
+                                 f"dice_{self.al_split}": float(np.mean(p.dice))})
         for f in tmp.values():  # the retrained nets are only needed for this number
             f.unlink(missing_ok=True)
 
@@ -307,21 +390,22 @@ class Runner:
 
     def _al_possible(self) -> bool:
         pool = self.data.splits["pool"]
-        return bool(pool.ood.any() and (~pool.ood).any() and len(self.data.splits["test_ood"]) and self.al_aggs)
+        return bool(len(pool) >= 2 and len(self.data.splits[self.al_split]) and self.al_aggs)
 
     def _al_rows(self, seed: int, name: str, arr: dict, base_arr: dict) -> list[dict]:
         pool = self.data.splits["pool"]
         learner = name if self.al_learner == "pm" else "softmax"
-        before = float((arr if self.al_learner == "pm" else base_arr)["dice/test_ood"][0])
+        split = self.al_split
+        before = float((arr if self.al_learner == "pm" else base_arr)[f"dice/{split}"][0])
         rows, c_rand = [], None
 
         def add(measure, agg, metric, value):
             rows.append({"model": name, "measure": measure, "utype": UTYPE[name].get(measure, "-"),
-                         "aggregation": agg, "task": "al", "metric": metric, "split": "test_ood", "seed": seed,
+                         "aggregation": agg, "task": "al", "metric": metric, "split": split, "seed": seed,
                          "value": float(value)})
         for m, a, q in self._al_plan(seed, name, arr):
             d = _read_piece(self.al_path(seed, self._al_key(learner, q)),
-                            lambda p: float(json.loads(p.read_text())["dice_test_ood"]))
+                            lambda p: float(json.loads(p.read_text())[f"dice_{split}"]))
             c = (d - before) / before
             add(m, a, "dice_after", d)
             add(m, a, "rel_change", c)
@@ -329,7 +413,8 @@ class Runner:
                 c_rand = c
             else:
                 add(m, a, "improvement", c - c_rand)
-                add(m, a, "ood_share", float(pool.ood[q].mean()))
+                if pool.ood.any():
+                    add(m, a, "ood_share", float(pool.ood[q].mean()))
         return rows
 
     # ---------------------------------------------------------------------------- main
@@ -363,13 +448,27 @@ class Runner:
                 for m in sp.models:
                     all_rows += self._al_rows(s, m, arrays[(s, m)], arrays.get((s, "softmax")))
         df = pd.DataFrame(all_rows, columns=RESULT_COLUMNS)
-        df = df[df.model.isin(sp.models) & df.task.isin(sp.tasks)
+        plan = self.plan
+        df = df[df.model.isin(sp.models) & df.task.isin(plan.tasks)
                 & (df.measure.isin(list(sp.measures) + ["-", "random"]))
-                & (df.aggregation.isin(list(sp.aggregations) + ["-"]))]
+                & (df.aggregation.isin(list(plan.aggregations) + ["-"]))]
+        if not plan.ncc:    # the NCC half of the separation study was skipped (support.plan)
+            df = df[~((df.task == "separation") & (df.metric == "ncc"))]
         df = df.sort_values(["task", "metric", "split", "model", "measure", "aggregation", "seed"]).reset_index(drop=True)
+        df["shift"] = self.data.shift   # which shift the OoD numbers measured (none | toy | dataset | noise | ...)
         atomic_write_text(self.dir / "results.csv", df.to_csv(index=False))
-        out = {"dir": self.dir, "results": df}
-        md, checks = report.summary_markdown(df, self, time.time() - self._t0)
+        atomic_write_json(self.dir / "tasks.json", {**plan.to_dict(), "shift": self.data.shift, "notes": self.data.notes})
+        out = {"dir": self.dir, "results": df, "plan": plan}
+        ci = None
+        if plan.small:      # few cases: 95 % bootstrap intervals next to the tables
+            from .measures import measures_for
+            ci = confidence.intervals(arrays, list(sp.seeds), list(sp.models),
+                                      {m: [x for x in measures_for(m) if x in sp.measures] for m in sp.models},
+                                      list(plan.aggregations), list(plan.tasks), self.data.splits["pool"].ood,
+                                      plan.auroc)
+            atomic_write_text(self.dir / "ci.csv", ci.to_csv(index=False))
+            out["ci"] = ci
+        md, checks = report.summary_markdown(df, self, time.time() - self._t0, ci=ci)
         atomic_write_text(self.dir / "summary.md", md)
         out["summary"], out["checks"] = md, checks
         if sp.plots:

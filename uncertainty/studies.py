@@ -38,36 +38,117 @@ TASKS = ("separation", "seg", "ood", "fd", "calib", "al", "am")
 @dataclass
 class SplitPred:
     maps: dict            # measure → float32 [N, *S]
-    seg: np.ndarray       # uint8 [N, *S], argmax of the mean prediction
-    fg_frac: np.ndarray   # [N] predicted foreground share, mean over the M samples
-    dice: np.ndarray      # [N] Dice(mean prediction, rater), mean over raters
+    seg: np.ndarray       # uint8 [N, *S], argmax of the mean prediction (class ids)
+    fg_frac: np.ndarray   # [N] predicted foreground (non-background) share, mean over the M samples
+    dice: np.ndarray      # [N] Dice(mean prediction, rater), mean over raters (and classes)
     ged: np.ndarray       # [N] GED(sample segmentations, raters)
+    dice_cls: np.ndarray | None = None   # [N, C] per-class Dice (NaN where a class is absent); several classes only
 
 
-def predict_split(model, split: Split, measures, batch: int = 16, on_batch=None) -> SplitPred:
+@dataclass(frozen=True)
+class LabelSpec:
+    """How labels are read: ``n_classes`` outputs; with ``background`` class 0 is background (Dice,
+    GED and the foreground share count classes 1..C−1; else every class counts); pixels labelled
+    ``ignore_index`` are left out of every metric."""
+    n_classes: int = 2
+    background: bool = True
+    ignore_index: int | None = None
+
+    @property
+    def binary(self) -> bool:
+        return self.n_classes == 2 and self.background and self.ignore_index is None
+
+    @property
+    def classes(self) -> range:
+        return range(1 if self.background else 0, self.n_classes)
+
+
+def label_spec(data) -> LabelSpec:
+    return LabelSpec(int(data.n_classes), bool(data.background), data.ignore_index)
+
+
+def _pair_dice(x: np.ndarray, y: np.ndarray, ls: LabelSpec, valid: np.ndarray | None) -> np.ndarray:
+    """Micro-averaged Dice over the counted classes between every label map of ``x[B, K, V]`` and
+    every one of ``y[B, L, V]`` → ``[B, K, L]`` (two maps without counted pixels: 1).  For binary
+    labels this is the foreground Dice of ``core.metrics.dice_matrix``."""
+    inter = np.zeros((x.shape[0], x.shape[1], y.shape[1]), np.float64)
+    sx = np.zeros(x.shape[:2], np.float64)
+    sy = np.zeros(y.shape[:2], np.float64)
+    for c in ls.classes:
+        a, b = (x == c), (y == c)
+        if valid is not None:
+            a, b = a & valid[:, None], b & valid[:, None]
+        a, b = a.astype(np.float32), b.astype(np.float32)
+        inter += a @ np.swapaxes(b, -1, -2)
+        sx += a.sum(-1)
+        sy += b.sum(-1)
+    den = sx[:, :, None] + sy[:, None, :]
+    return np.where(den > 0, 2 * inter / np.where(den > 0, den, 1), 1.0)
+
+
+def _class_dice(seg: np.ndarray, rat: np.ndarray, ls: LabelSpec, valid: np.ndarray | None):
+    """Per-class Dice of ``seg[B, V]`` against every rater ``rat[B, R, V]``: → (mean over the classes
+    present in prediction or rater and over raters [B] (1 when no class is present), per class [B, C]
+    averaged over raters, NaN where the class is absent)."""
+    b, r = rat.shape[:2]
+    acc, cnt = np.zeros((b, r)), np.zeros((b, r))
+    per = np.full((b, ls.n_classes), np.nan)
+    for c in ls.classes:
+        a, t = (seg == c)[:, None], (rat == c)
+        if valid is not None:
+            a, t = a & valid[:, None], t & valid[:, None]
+        inter = (a & t).sum(-1)
+        den = a.sum(-1) + t.sum(-1)
+        present = den > 0
+        d = np.where(present, 2 * inter / np.where(present, den, 1), 0.0)
+        acc += d
+        cnt += present
+        with np.errstate(invalid="ignore"):
+            per[:, c] = np.where(present.any(1), (d * present).sum(1) / np.maximum(present.sum(1), 1), np.nan)
+    return np.where(cnt > 0, acc / np.maximum(cnt, 1), 1.0).mean(-1), per
+
+
+def predict_split(model, split: Split, measures, batch: int = 16, on_batch=None, labels: LabelSpec = LabelSpec()) -> SplitPred:
     """Run a prediction model over a split, keeping only per-image summaries and the maps."""
-    if len(split) == 0:     # e.g. toy scenario 1 has no shifted cases
-        sp = split.images.shape[2:]
+    sp = split.images.shape[2:]
+    if len(split) == 0:     # no shifted cases (e.g. toy scenario 1): an empty prediction, not an error
         return SplitPred({m: np.zeros((0, *sp), np.float32) for m in measures}, np.zeros((0, *sp), np.uint8),
-                         np.zeros(0), np.zeros(0), np.zeros(0))
+                         np.zeros(0), np.zeros(0), np.zeros(0), None if labels.binary else np.zeros((0, labels.n_classes)))
     maps = {m: [] for m in measures}
-    seg, fg, dice, ged = [], [], [], []
+    seg, fg, dice, ged, dcls = [], [], [], [], []
     for s in range(0, len(split), batch):
         p = model.predict_batch(torch.as_tensor(split.images[s:s + batch]))            # [B, M, C, *S]
         for k, v in measure_maps(p, measures).items():
             maps[k].append(v.numpy().astype(np.float32))
         b, m = p.shape[:2]
-        mean_seg = p.mean(1).argmax(1).flatten(1).numpy().astype(np.uint8)               # [B, V]
-        samp_seg = (p.argmax(2) > 0).flatten(2).numpy().astype(np.uint8)                 # [B, M, V]
-        rat = (split.raters[s:s + batch].reshape(b, split.raters.shape[1], -1) > 0).astype(np.uint8)
-        seg.append(mean_seg.reshape((b,) + tuple(p.shape[3:])))
-        fg.append(samp_seg.mean((1, 2)))
-        dice.append(cm.dice_matrix((mean_seg > 0)[:, None], rat)[:, 0].mean(-1))
-        ged.append(cm.ged(rat, samp_seg))
+        mean_cls = p.mean(1).argmax(1).flatten(1).numpy().astype(np.uint8)                # [B, V]
+        samp_cls = p.argmax(2).flatten(2).numpy().astype(np.uint8)                        # [B, M, V]
+        rat = split.raters[s:s + batch].reshape(b, split.raters.shape[1], -1)
+        seg.append(mean_cls.reshape((b,) + tuple(p.shape[3:])))
+        if labels.binary:   # the binary testbed (toy, LIDC, merged classes): foreground Dice / GED
+            samp_seg = (samp_cls > 0).astype(np.uint8)
+            rat01 = (rat > 0).astype(np.uint8)
+            fg.append(samp_seg.mean((1, 2)))
+            dice.append(cm.dice_matrix((mean_cls > 0)[:, None], rat01)[:, 0].mean(-1))
+            ged.append(cm.ged(rat01, samp_seg))
+        else:
+            valid = None if labels.ignore_index is None else rat[:, 0] != labels.ignore_index
+            nonbg = (samp_cls > 0) if labels.background else np.ones_like(samp_cls, bool)
+            if valid is not None:
+                nonbg = nonbg & valid[:, None]
+            fg.append(nonbg.mean((1, 2)))
+            d, per = _class_dice(mean_cls, rat, labels, valid)
+            dice.append(d)
+            dcls.append(per)
+            cross = (1 - _pair_dice(rat, samp_cls, labels, valid)).mean((-1, -2))
+            rr = (1 - _pair_dice(rat, rat, labels, valid)).mean((-1, -2))
+            ss = (1 - _pair_dice(samp_cls, samp_cls, labels, valid)).mean((-1, -2))
+            ged.append(2 * cross - rr - ss)
         if on_batch is not None:
             on_batch()
     return SplitPred({k: np.concatenate(v) for k, v in maps.items()}, np.concatenate(seg),
-                     np.concatenate(fg), np.concatenate(dice), np.concatenate(ged))
+                     np.concatenate(fg), np.concatenate(dice), np.concatenate(ged),
+                     np.concatenate(dcls) if dcls else None)
 
 
 def _agreement(split: Split, pred: SplitPred) -> np.ndarray:
@@ -88,15 +169,17 @@ class Calibrators:
     platt: dict        # measure → (a, b)
 
 
-def fit_calibrators(val: Split, pv: SplitPred) -> Calibrators:
+def fit_calibrators(val: Split, pv: SplitPred, labels: LabelSpec = LabelSpec()) -> Calibrators:
     alpha = float(pv.fg_frac.mean())
     thr = {m: fit_threshold(u, alpha) for m, u in pv.maps.items()}
     agree = _agreement(val, pv)
+    valid = val.valid(labels.ignore_index)
     platt = {}
     chunk = max(1, 2 ** 22 // max(1, agree.shape[1]))     # bound the Newton temporaries for big 3D maps
     for m, u in pv.maps.items():
         flat = -u.reshape(len(val), -1)
-        ab = [cm.platt_fit(flat[i:i + chunk], agree[i:i + chunk]) for i in range(0, len(val), chunk)]
+        ab = [cm.platt_fit(flat[i:i + chunk], agree[i:i + chunk], None if valid is None else valid[i:i + chunk])
+              for i in range(0, len(val), chunk)]
         platt[m] = (float(np.mean(np.concatenate([x[0] for x in ab]))), float(np.mean(np.concatenate([x[1] for x in ab]))))
     return Calibrators(thr, platt)
 
@@ -106,10 +189,12 @@ def scores(pred: SplitPred, cal: Calibrators, aggregations=AGGREGATIONS) -> dict
     return {m: {a: aggregate(u, a, cal.thresholds.get(m)) for a in aggregations} for m, u in pred.maps.items()}
 
 
-def evaluate(model: str, data_splits: dict, preds: dict, seed: int) -> tuple[list[dict], dict]:
+def evaluate(model: str, data_splits: dict, preds: dict, seed: int, labels: LabelSpec = LabelSpec(),
+             class_names=None) -> tuple[list[dict], dict]:
     """All tasks except AL for one prediction model and seed.  ``preds`` holds SplitPred for
     val / test_iid / test_ood / pool.  Returns (rows, extras) — extras carry the calibrators,
-    the aggregated scores and the per-image risks for plots and for AL."""
+    the aggregated scores and the per-image risks for plots and for AL.  With several classes the
+    ``seg`` rows add ``dice:<class>`` per class."""
     rows: list[dict] = []
     ut = UTYPE[model]
 
@@ -119,7 +204,7 @@ def evaluate(model: str, data_splits: dict, preds: dict, seed: int) -> tuple[lis
         rows.append({"model": model, "measure": measure, "utype": ut.get(measure, "-"), "aggregation": aggregation,
                      "task": task, "metric": metric, "split": split, "seed": seed, "value": float(value)})
 
-    cal = fit_calibrators(data_splits["val"], preds["val"])
+    cal = fit_calibrators(data_splits["val"], preds["val"], labels)
     sc = {sp: scores(preds[sp], cal) for sp in ("test_iid", "test_ood", "pool")}
     ti, to, pool = (data_splits[k] for k in ("test_iid", "test_ood", "pool"))
     pi, po = preds["test_iid"], preds["test_ood"]
@@ -127,6 +212,11 @@ def evaluate(model: str, data_splits: dict, preds: dict, seed: int) -> tuple[lis
     # segmentation performance
     add("seg", "dice", _mean(pi.dice), "test_iid")
     add("seg", "dice", _mean(po.dice), "test_ood")
+    for sp, p in (("test_iid", pi), ("test_ood", po)):
+        if p.dice_cls is not None and len(p.dice_cls):
+            for c in labels.classes:
+                name = class_names[c] if class_names else str(c)
+                add("seg", f"dice:{name}", _mean(p.dice_cls[:, c]), sp)
 
     # separation study: NCC with the aleatoric reference (ambiguous i.i.d. cases) and AUROC
     ref_i = ti.reference_variance().reshape(len(ti), int(np.prod(ti.images.shape[2:])))
@@ -167,10 +257,11 @@ def evaluate(model: str, data_splits: dict, preds: dict, seed: int) -> tuple[lis
         if not len(split):
             continue
         agree = _agreement(split, p)
+        valid = split.valid(labels.ignore_index)
         for m, u in p.maps.items():
             a, b = cal.platt[m]
             conf = cm.platt_apply(-u.reshape(len(split), -1), a, b)
-            add("calib", "ace", _mean(cm.ace(conf, agree, n_bins=20)), sp, m)
+            add("calib", "ace", _mean(cm.ace(conf, agree, n_bins=20, mask=valid)), sp, m)
 
     # ambiguity modelling
     for sp, split, p, ref in (("test_iid", ti, pi, ref_i), ("test_ood", to, po, ref_o)):
