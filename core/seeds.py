@@ -17,7 +17,8 @@ Purposes in use: ``query`` (AL query of a cycle), ``split`` (train/validation sp
 time), ``subsample`` (roll-out split caps), ``knn`` (SimCLR monitor split), ``simclr`` (pre-training),
 ``folds`` / ``regions`` (segmentation CV folds and patch sampling), ``phantom`` (phantom cases),
 ``ct`` (CT intensity sampling), ``brain`` (real-anatomy brain cases), ``nnunet`` (nnU-Net
-training of a loop and fold), ``net`` / ``predict`` / ``al`` / ``toy`` / ``msd`` (uncertainty testbed).
+training of a loop and fold), ``net`` / ``predict`` / ``al`` / ``toy`` / ``msd`` / ``shift`` /
+``bootstrap`` / ``lidc`` / ``lidc-subsample`` / ``gta-cs`` / ``label-switch`` (uncertainty testbed).
 """
 from __future__ import annotations
 

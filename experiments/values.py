@@ -122,14 +122,14 @@ def _check(args) -> None:
         raise UserError(f"--classes per-class: {args.dataset} has one foreground class")
     if args.download and kind not in ("lidc", "gta"):
         raise UserError("--download fetches LIDC-IDRI or GTA5 (lidc-tex, lidc-mal, gta-cs); other datasets are local")
+    if kind not in ("toy2d", "toy3d") and args.scenario != "mixed":
+        raise UserError("--scenario selects a toy-data scenario; it needs --dataset toy2d or toy3d")
     if kind == "msd":   # dataset.json, the values block and the file listing — before any volume is decoded
         from uncertainty.data import inspect_msd
         facts = inspect_msd(args.dataset)
         if args.shift and facts.n_ood:
             raise UserError(f"{args.dataset} declares {facts.n_ood} shifted case(s) in dataset.json (values.ood); "
                             "--shift builds a shift only for data without one — drop --shift or the values.ood list")
-    if kind not in ("toy2d", "toy3d") and args.scenario != "mixed":
-        raise UserError("--scenario selects a toy-data scenario; it needs --dataset toy2d or toy3d")
 
 
 def run_spec(args, device: str, threads: int, workers: int = 1):

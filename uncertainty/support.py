@@ -5,7 +5,8 @@ The tasks need different things from the data (``uncertainty.md`` §9–§10):
 ==============================  ===========================================================
 always                          ``seg`` (Dice), ``fd`` (AURC / E-AURC), ``calib`` (ACE), ``al``
                                 (AL on the shifted test set, or on the i.i.d. test set when
-                                the data has no shift)
+                                real data has no shift; toy scenario 1: skipped, the toy
+                                protocol measures AL on shifted cases only)
 ≥ 2 raters per case             ``am`` (NCC, GED) and the NCC half of ``separation``
                                 (Table B.4a: the aleatoric reference is the rater variance)
 a shift (shifted cases)         ``ood`` (AUROC on the pool) and the AUROC half of
@@ -110,6 +111,10 @@ def plan(data: SegData, tasks, aggregations, kind: str = "msd") -> Plan:
             continue
         elif t == "ood" and not shifted:
             skipped.append(Skip(t, "", "no shifted (OoD) cases in the unlabelled pool", fx["shift"]))
+            continue
+        elif t == "al" and kind.startswith("toy") and not shifted:
+            skipped.append(Skip(t, "", "the toy protocol measures AL on the shifted test set, and this scenario has "
+                                "no shifted cases", fx["shift"]))
             continue
         elif t == "al" and len(pool) < 2:
             skipped.append(Skip(t, "", f"the unlabelled pool has {len(pool)} case(s)", "use more cases (≥ 2 in the pool)"))
