@@ -340,7 +340,7 @@ def test_lidc_download_offline_is_one_line(lidc_dir, tmp_path, monkeypatch, caps
     with pytest.raises(SystemExit) as e:
         main_guard(main, ["--dataset", "lidc-tex", "--data-dir", str(d), "--download", *FAST, "--out", str(tmp_path)])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and err.count("\n") == 1 and "cannot reach services.cancerimagingarchive.net" in err
+    assert e.value.code == 2 and err.count("\n") == 1 and "cannot reach 127.0.0.1" in err and "NBIA Data Retriever" in err
 
 
 def test_lidc_clustering_gives_up_on_crowded_groups():
@@ -437,4 +437,33 @@ def test_gta_cs_missing_data_and_offline_download(street, tmp_path, monkeypatch,
         main_guard(main, ["--dataset", "gta-cs", "--data-dir", str(tmp_path / "dl"), "--download", *FAST,
                           "--out", str(tmp_path)])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and err.count("\n") == 1 and "cannot reach download.visinf.tu-darmstadt.de" in err
+    assert e.value.code == 2 and err.count("\n") == 1 and "cannot reach 127.0.0.1" in err and "from_games" in err
+    assert not (tmp_path / "dl" / "gta5" / ".parts" / "01_images").exists()     # nothing half-written
+
+
+def test_fetch_zip_unpacks_atomically(tmp_path):
+    """The download helper against a local HTTP server: a zip becomes the folder; a non-zip answer
+    is one error and leaves nothing behind."""
+    import functools
+    import http.server
+    import threading
+    import zipfile
+
+    from uncertainty.download import fetch_zip
+    srv_dir = tmp_path / "srv"
+    srv_dir.mkdir()
+    with zipfile.ZipFile(srv_dir / "a.zip", "w") as z:
+        z.writestr("images/00001.png", b"png")
+    (srv_dir / "b.zip").write_text("not a zip")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(srv_dir))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        out = fetch_zip(f"{url}/a.zip", tmp_path / "got" / "part01", "by hand")
+        assert (out / "images" / "00001.png").read_bytes() == b"png"
+        with pytest.raises(UserError, match="no zip archive; by hand"):
+            fetch_zip(f"{url}/b.zip", tmp_path / "got" / "part02", "by hand")
+        assert sorted(p.name for p in (tmp_path / "got").iterdir()) == ["part01"]
+    finally:
+        httpd.shutdown()

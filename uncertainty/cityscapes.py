@@ -214,31 +214,28 @@ def label_switch(lab: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarra
 
 # ------------------------------------------------------------------------------------ download
 def download_gta(data_dir: Path, log=print) -> None:
-    """GTA5 (20 zip archives, about 60 GB) into ``data_dir/gta5``; Cityscapes cannot be fetched
-    without an account — a missing Cityscapes folder is a one-line error afterwards."""
-    import io
-    import urllib.error
-    import urllib.request
-    import zipfile
+    """GTA5 (20 zip archives, about 60 GB) into ``data_dir/gta5/{images,labels}``, one archive per
+    folder ``gta5/.parts/NN_kind`` that appears only when complete (a rerun fetches the missing
+    ones), then linked into place.  Cityscapes cannot be fetched without an account — a missing
+    Cityscapes folder is a one-line error afterwards."""
+    from .download import fetch_zip
     gta = data_dir / "gta5"
-    if (gta / "images").is_dir() and (gta / "labels").is_dir():
-        return
+    if (gta / "images").is_dir() and (gta / "labels").is_dir() and not (gta / ".parts").is_dir():
+        return                                          # brought by the user
+    hint = (f"download the GTA5 images and labels from https://download.visinf.tu-darmstadt.de/data/from_games/ into "
+            f"{gta}/images and {gta}/labels")
     for part in range(1, 11):
         for kind in ("images", "labels"):
-            url = GTA_URL.format(part, kind)
-            try:
-                with urllib.request.urlopen(url, timeout=30) as r:
-                    blob = r.read()
-            except (urllib.error.URLError, OSError) as e:
-                raise UserError(f"cannot reach download.visinf.tu-darmstadt.de ({getattr(e, 'reason', e)}); download "
-                                f"the GTA5 images and labels from https://download.visinf.tu-darmstadt.de/data/from_games/ "
-                                f"into {gta}/images and {gta}/labels") from None
-            try:
-                with zipfile.ZipFile(io.BytesIO(blob)) as z:
-                    z.extractall(gta)
-            except zipfile.BadZipFile:
-                raise UserError(f"{url}: not a zip archive") from None
-            log(f"downloaded GTA5 part {part:02d} {kind}")
+            dest = gta / ".parts" / f"{part:02d}_{kind}"
+            if not dest.is_dir():
+                fetch_zip(GTA_URL.format(part, kind), dest, hint)
+                log(f"downloaded GTA5 part {part:02d} {kind}")
+    for kind in ("images", "labels"):
+        (gta / kind).mkdir(parents=True, exist_ok=True)
+        for f in sorted((gta / ".parts").glob(f"*_{kind}/**/*.png")):
+            target = gta / kind / f.name
+            if not target.exists():
+                target.hardlink_to(f)
 
 
 # ------------------------------------------------------------------------------------ dataset

@@ -183,6 +183,7 @@ def nodule_table(db: Path) -> list[dict]:
             elif len(g) < 4:
                 why = "fewer than 4 raters"
             out.append({"name": f"{s['patient_id']}_s{sid:04d}_n{k:02d}", "patient_id": s["patient_id"], "scan_id": sid,
+                        "scan": s,
                         "annotations": [group[i] for i in sorted(g)[:4]], "extent": extent, "excluded": why,
                         "unseparated": len(g) > 4})
     return out
@@ -356,25 +357,10 @@ def crop(nod: dict, vol: np.ndarray, zs: np.ndarray, spacing: tuple) -> tuple[np
 # ----------------------------------------------------------------------------------- download
 def download_series(root: Path, scan: dict, log=print) -> None:
     """Fetch one series from TCIA's public NBIA API into ``root/<patient>/<study>/<series>/``."""
-    import io
-    import urllib.error
-    import urllib.request
-    import zipfile
-    url = TCIA_IMAGE_URL.format(scan["series_uid"])
-    dest = root / scan["patient_id"] / scan["study_uid"] / scan["series_uid"]
-    try:
-        with urllib.request.urlopen(url, timeout=30) as r:
-            blob = r.read()
-    except (urllib.error.URLError, OSError) as e:
-        raise UserError(f"cannot reach services.cancerimagingarchive.net ({getattr(e, 'reason', e)}); download the "
-                        f"LIDC-IDRI collection with the NBIA Data Retriever (https://www.cancerimagingarchive.net/"
-                        f"collection/lidc-idri/) into {root}") from None
-    try:
-        with zipfile.ZipFile(io.BytesIO(blob)) as z:
-            dest.mkdir(parents=True, exist_ok=True)
-            z.extractall(dest)
-    except zipfile.BadZipFile:
-        raise UserError(f"TCIA returned no series archive for {scan['series_uid']} ({scan['patient_id']})") from None
+    from .download import fetch_zip
+    fetch_zip(TCIA_IMAGE_URL.format(scan["series_uid"]), root / scan["patient_id"] / scan["study_uid"] / scan["series_uid"],
+              f"download the LIDC-IDRI collection with the NBIA Data Retriever "
+              f"(https://www.cancerimagingarchive.net/collection/lidc-idri/) into {root}")
     log(f"downloaded {scan['patient_id']} series {scan['series_uid'][-12:]}")
 
 
@@ -408,7 +394,6 @@ def prepare(data_dir, out_root: Path, feature: str, seed: int = 0, download: boo
         if not data_dir.is_dir():
             patients_root(data_dir)   # the one-line error naming the expected files
         root = patients_root(data_dir)
-    scans, _, _ = read_annotations(db)
     table = nodule_table(db)
     kept = [n for n in table if n["excluded"] is None]
     by_scan: dict = {}
@@ -418,7 +403,7 @@ def prepare(data_dir, out_root: Path, feature: str, seed: int = 0, download: boo
         f"(thesis: 901); reading {len(by_scan)} scans from {root}")
     cases, meta, missing = [], {}, 0
     for i, sid in enumerate(sorted(by_scan)):
-        s = scans[sid]
+        s = by_scan[sid][0]["scan"]
         folder = find_series(root / s["patient_id"], s["series_uid"])
         if folder is None and download:
             download_series(root, s, log)
