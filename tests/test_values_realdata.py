@@ -416,6 +416,7 @@ def test_gta_cs_cli(street, tmp_path):
     assert "dice:car_2" in set(df.metric)
     cfg = json.loads((run / "config.json").read_text())["config"]
     assert cfg["n_classes"] == 24 and cfg["train"]["ignore_index"] == 255 and cfg["train"]["flip_axes"] == [1]
+    assert cfg["train"]["ssn_rank"] == 10                                        # thesis B.3.2 for GTA5/CS
     assert "skipped aggregation (threshold)" in r.stdout
 
 

@@ -264,6 +264,8 @@ class Runner:
             for w in self.plan.warnings:
                 log(f"warning: {w}")
         self.tc = replace(train_config(spec), ignore_index=self.data.ignore_index, flip_axes=self.data.flip_axes)
+        if kind == "gta":       # thesis B.3.2: SSN rank 10 on GTA5/Cityscapes (5 on the toy data and LIDC)
+            self.tc = replace(self.tc, ssn_rank=10)
         self.labels = label_spec(self.data)
         self.al_learner = spec.al_learner or PRESETS[spec.preset]["al_learner"]
         self.al_aggs = al_aggregations(spec, self.plan.aggregations)
