@@ -146,12 +146,14 @@ def load_dataset(spec: "RunSpec", log=print) -> tuple[SegData, dict, str]:
         cfg = p["lidc"]
         feature = spec.dataset.split("-")[1]
         data, info = load_lidc(feature, spec.data_dir, Path(spec.out) / "data", cfg, download=spec.download, log=log)
-        return data, {"kind": spec.dataset, **info, **cfg.to_dict()}, spec.dataset
+        src = str(Path(spec.data_dir or "data").resolve())
+        return data, {"kind": spec.dataset, "data_dir": src, **info, **cfg.to_dict()}, spec.dataset
     if kind == "gta":
         from .cityscapes import load_gta_cs
         cfg = p["gta"]
         data, info = load_gta_cs(spec.data_dir, cfg, download=spec.download, log=log, classes=classes)
-        return data, {"kind": spec.dataset, **info, **cfg.to_dict()}, spec.dataset
+        src = str(Path(spec.data_dir or "data").resolve())
+        return data, {"kind": spec.dataset, "data_dir": src, **info, **cfg.to_dict()}, spec.dataset
     path = Path(spec.dataset)
     cfg = replace(p["msd"], classes=classes)
     data = load_msd(path, cfg, log=log)
