@@ -8,6 +8,7 @@ Examples::
     python -m experiments.values --dataset toy2d --preset smoke --out /tmp/v --resume
     python -m experiments.values --dataset toy2d --scenario 2 --tasks separation   # Table B.4b, Toy 2
     python -m experiments.values --dataset /data/Task04_Hippocampus --shift noise      # a shift for data without one
+    python -m experiments.values --dataset brain --shift noise                         # real anatomy, one rater
     python -m experiments.values --dataset lidc-tex --data-dir /data/LIDC-IDRI         # thesis Tables B.4, B.5
     python -m experiments.values --dataset gta-cs --data-dir /data/street              # thesis Tables B.4, B.6
 
@@ -51,13 +52,15 @@ def build_parser() -> Parser:
     p = Parser(prog="python -m experiments.values", description=__doc__.split("\n\n")[0],
                epilog=__doc__.split("\n\n", 1)[1])
     g = p.add_argument_group("testbed")
-    g.add_argument("--dataset", required=True, metavar="toy2d|toy3d|lidc-tex|lidc-mal|gta-cs|PATH",
+    g.add_argument("--dataset", required=True, metavar="toy2d|toy3d|lidc-tex|lidc-mal|gta-cs|brain|PATH",
                    help="toy2d / toy3d (seeded synthetic data with 3 raters and grey/shape/border shifts), lidc-tex / "
                         "lidc-mal (LIDC-IDRI nodules, 4 raters, texture / malignancy shift), gta-cs (GTA5 → "
-                        "Cityscapes, label switches) or an MSD / nnU-Net-layout folder")
+                        "Cityscapes, label switches), brain / brain-lr (20 single-rater MSD cases of real deep grey "
+                        "matter, no shift; written once under --data-dir) or an MSD / nnU-Net-layout folder")
     g.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="lidc-*: the folder holding LIDC-IDRI-0001, ... (TCIA download); gta-cs: the folder holding "
-                        "gta5/ (images/, labels/) and cityscapes/ (leftImg8bit/, gtFine/) (default: ./data)")
+                   help="lidc-*: the folder holding LIDC-IDRI-0001, ... (TCIA download; default ./data); gta-cs: the "
+                        "folder holding gta5/ (images/, labels/) and cityscapes/ (leftImg8bit/, gtFine/) (default "
+                        "./data); brain: where its folder is written (default OUT/data)")
     g.add_argument("--download", action="store_true",
                    help="download what is publicly downloadable (LIDC-IDRI series from TCIA, GTA5) into --data-dir; "
                         "nothing is ever downloaded without it (Cityscapes needs an account)")
@@ -114,7 +117,7 @@ def _check(args) -> None:
     kind = dataset_kind(args.dataset)
     if kind == "msd" and not Path(args.dataset).exists():
         raise UserError(f"unknown dataset {args.dataset!r}: not toy2d/toy3d/{'/'.join(REAL_DATASETS)} and no such path")
-    if args.shift and kind != "msd":
+    if args.shift and kind not in ("msd", "brain"):
         raise UserError(f"--shift builds a shift for MSD/nnU-Net folders without one; {args.dataset} has its own")
     if args.classes is None:
         args.classes = "per-class" if kind == "gta" else "merged"
@@ -204,8 +207,8 @@ def dry_run_config(spec) -> dict:
             sc = SCENARIOS[spec.scenario]
             data["scenario_protocol"] = {**asdict(sc), "source": "thesis Table B.1 (uncertainty.md §7.1)"}
         tag = spec.dataset if spec.scenario == "mixed" else f"{spec.dataset}-s{spec.scenario}"
-    elif dataset_kind(spec.dataset) in ("lidc", "gta"):
-        key = "lidc" if dataset_kind(spec.dataset) == "lidc" else "gta"
+    elif dataset_kind(spec.dataset) in ("lidc", "gta", "brain"):
+        key = {"lidc": "lidc", "gta": "gta", "brain": "msd"}[dataset_kind(spec.dataset)]
         data, tag = {"kind": spec.dataset, "data_dir": str(Path(spec.data_dir or "data").resolve()),
                      **p[key].to_dict()}, spec.dataset
     else:

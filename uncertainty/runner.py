@@ -109,13 +109,15 @@ PRESETS = {
 }
 
 
-REAL_DATASETS = ("lidc-tex", "lidc-mal", "gta-cs")
+REAL_DATASETS = ("lidc-tex", "lidc-mal", "gta-cs", "brain", "brain-lr")
 
 
 def dataset_kind(dataset: str) -> str:
-    """toy2d | toy3d | lidc | gta | msd (a folder)."""
+    """toy2d | toy3d | lidc | gta | brain (the generated real-anatomy MSD folder) | msd (a folder)."""
     if dataset in ("toy2d", "toy3d"):
         return dataset
+    if dataset in ("brain", "brain-lr"):
+        return "brain"
     if dataset in ("lidc-tex", "lidc-mal"):
         return "lidc"
     if dataset == "gta-cs":
@@ -130,7 +132,7 @@ def load_dataset(spec: "RunSpec", log=print) -> tuple[SegData, dict, str]:
     p = PRESETS[spec.preset]
     kind = dataset_kind(spec.dataset)
     classes = spec.classes or ("per-class" if kind == "gta" else "merged")
-    if spec.shift and kind != "msd":
+    if spec.shift and kind not in ("msd", "brain"):
         raise UserError(f"--shift builds a shift for MSD/nnU-Net folders without one; {spec.dataset} has its own "
                         "shifted cases")
     if classes != "merged" and kind in ("toy2d", "toy3d", "lidc"):
@@ -155,6 +157,10 @@ def load_dataset(spec: "RunSpec", log=print) -> tuple[SegData, dict, str]:
         src = str(Path(spec.data_dir or "data").resolve())
         return data, {"kind": spec.dataset, "data_dir": src, **info, **cfg.to_dict()}, spec.dataset
     path = Path(spec.dataset)
+    if kind == "brain":     # segmentation.realdata: 20 single-rater MSD cases of real anatomy, 5 (10) classes
+        from segmentation.realdata import write_brain_dataset
+        root = Path(spec.data_dir) if spec.data_dir else Path(spec.out) / "data"
+        path = write_brain_dataset(root / spec.dataset, n=20, lateral=spec.dataset == "brain-lr")
     cfg = replace(p["msd"], classes=classes)
     data = load_msd(path, cfg, log=log)
     info = {"kind": "msd", "path": str(path.resolve()), **cfg.to_dict()}
