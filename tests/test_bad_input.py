@@ -226,7 +226,7 @@ CASES = [
     ("s-dataset-missing", "segmentation", lambda t: [*S, "--dataset", str(t / "nope")], "does not exist", {}),
     ("v-dataset-missing", "values", lambda t: ["--dataset", str(t / "nope"), *V], "no such path", {}),
     ("r-path-missing", "report", lambda t: [str(t / "nope")], "does not exist", {}),
-    ("r-no-runs", "report", lambda t: [str(_dir(t))], "no runs", {}),
+    ("r-no-runs", "report", lambda t: [str(_dir(t))], "no realistic-al run directories", {}),
     # Fashion-MNIST (IDX) files
     ("c-fmnist-file-missing", "cifar10", lambda t: [*C, "--data-dir", str(fmnist(t, "missing"))], "lacks t10k-labels", {}),
     ("c-fmnist-truncated-gz", "cifar10", lambda t: [*C, "--data-dir", str(fmnist(t, "truncated"))], "train-images", {}),
