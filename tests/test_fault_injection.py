@@ -29,7 +29,7 @@ KILL, LOG = "REALISTIC_AL_KILL_AT", "REALISTIC_AL_WRITE_LOG"
 THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 HAVE_FMNIST = (DEBIAN_FMNIST / "train-labels-idx1-ubyte.gz").exists()
 PARALLEL = 2
-KILL_COUNTS: dict[str, int] = {}   # CLI → number of kill points swept (printed by the summary test)
+KILL_COUNTS: dict[str, int] = {}   # CLI → number of kill points swept (printed by each sweep; pytest -s shows it)
 
 
 class ForkServer:
@@ -141,6 +141,7 @@ def sweep(server, tmp: Path, name: str, module: str, args, choose, tables, check
             if msg:
                 failures.append(f"#{n} {point}#{k}: {msg}")
     KILL_COUNTS[name] = len(points)
+    print(f"{name}: {len(points)} kill points swept, {len(failures)} differ")   # shown with pytest -s
     assert not failures, "\n".join(failures)
     return points
 
