@@ -363,11 +363,12 @@ def describe(setting: Setting, cfg: TrainConfig, methods: list[str], seed_list: 
 def run_one(prep: Prepared, method_name: str, cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
             device: str = "cpu", beta: float = 1.0, round0_cache: dict | None = None, progress=None,
             pretrained: dict | None = None, extra_config: dict | None = None,
-            retune: Retune | None = None) -> list[dict]:
+            retune: Retune | None = None, on_start=None, on_cycle=None) -> list[dict]:
     """One AL run (resumable) of ``method_name`` in the prepared setting; returns its cycle records.
     ``round0_cache`` (shared by the methods of one seed) reuses the round-0 model; ``pretrained``
     is the Self-SL checkpoint; ``extra_config`` goes into the run's config (tuned HPs, checkpoint);
-    ``retune`` re-tunes the HPs at given budgets (the dip study)."""
+    ``retune`` re-tunes the HPs at given budgets (the dip study); ``on_start(cycles already committed)``
+    and ``on_cycle(record)`` report progress (``core.study.JobRun``)."""
     method = query.get("classification", method_name)
     regime, setting = prep.regime, prep.setting
     extra_config = dict(extra_config or {})
@@ -384,7 +385,9 @@ def run_one(prep: Prepared, method_name: str, cfg: TrainConfig, run_dir: Path, *
         if store.pool_state is None:
             pool.label(prep.start_ids, 0)
         run = ClassificationRun(prep, method, cfg, device, round0_cache, pretrained=pretrained, retune=retune)
+        if on_start is not None:
+            on_start(len(store.records))
         loop = ActiveLearningLoop(pool, train=run.train, evaluate=run.evaluate, evidence=run.evidence, query=method,
                                   query_sizes=regime.query_sizes, store=store, seed=prep.seed, beta=beta,
-                                  progress=progress)
+                                  progress=progress, on_cycle=on_cycle)
         return loop.run()

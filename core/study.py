@@ -264,6 +264,8 @@ def execute_job(job: Job, root: str, context: Any, threads: int | None, *_deps_d
             try:
                 with thread_limit(threads):
                     result = job.fn(context, run)
+            except _SIMULATED_CRASH:   # tests' in-process stand-in for a killed process: not a failure
+                raise
             except UserError as e:
                 return _fail(meta_dir, job, out, str(e).splitlines()[0] if str(e) else "error", t0)
             except Exception as e:  # a bug in a job must not take the study down: record it, go on
@@ -276,6 +278,16 @@ def execute_job(job: Job, root: str, context: Any, threads: int | None, *_deps_d
             return {**out, "status": "done", "seconds": seconds, "result": result}
     except UserError as e:  # the job's lock is held by another process
         return {**out, "status": "failed", "message": str(e)}
+
+
+class _NoCrash(Exception):
+    pass
+
+
+try:
+    from .loop import SimulatedCrash as _SIMULATED_CRASH
+except ImportError:  # pragma: no cover
+    _SIMULATED_CRASH = _NoCrash
 
 
 def _fail(meta_dir: Path, job: Job, out: dict, message: str, t0: float) -> dict:
@@ -343,7 +355,10 @@ class _NoReporter:
 class Study:
     """The jobs of ``domains`` below ``root``; ``run`` executes what is not done yet."""
 
-    def __init__(self, root: Path, domains: Sequence[Domain], title: str | None = None):
+    def __init__(self, root: Path, domains: Sequence[Domain], title: str | None = None, lock: str = "root"):
+        if lock not in ("root", "jobs"):
+            raise ValueError(f"lock must be 'root' or 'jobs', not {lock!r}")
+        self.lock = lock   # root: one study per output root; jobs: studies whose to-do jobs differ may share it
         self.root = Path(root)
         self.domains = list(domains)
         self.title = title or ", ".join(d.name for d in self.domains)
@@ -358,6 +373,8 @@ class Study:
         jobs: dict[str, Job] = {}
         for d in self.domains:
             for j in d.jobs():
+                if j.name in jobs and (jobs[j.name].kind, jobs[j.name].config, jobs[j.name].deps) == (j.kind, j.config, j.deps):
+                    continue   # a shared stage (e.g. one full-data reference for every regime): one job
                 if j.name in jobs:
                     raise UserError(f"two jobs of this study write {self.root / j.name}; give the settings "
                                     "different names or outputs")
@@ -411,8 +428,12 @@ class Study:
         t0 = time.perf_counter()
         executor.check()
         self.root.mkdir(parents=True, exist_ok=True)
-        with exclusive(self.root / STUDY_DIR / "lock", f"study output {self.root}"):
-            clean_temp(self.root / STUDY_DIR)   # e.g. the plan of a killed driver
+        whole = self.lock == "root"
+        with (exclusive(self.root / STUDY_DIR / "lock", f"study output {self.root}") if whole
+              else contextlib.nullcontext()), contextlib.ExitStack() as claims:
+            if whole:
+                clean_temp(self.root / STUDY_DIR)   # e.g. the plan of a killed driver
+            claimed: set[str] = set()
             result = StudyResult(self.root, [])
             contexts = {d.name: d.context() for d in self.domains}
             final: dict[str, tuple[str, str]] = {}    # name -> (status, message): not retried this invocation
@@ -423,10 +444,21 @@ class Study:
                 while True:
                     jobs = self.plan()
                     self._check_stale(jobs)
-                    self._write_plan(jobs)
+                    if whole:
+                        self._write_plan(jobs)
+                    else:   # other studies may plan on this root at the same time: one plan write at a time
+                        with exclusive(self.root / STUDY_DIR / "plan.lock", f"the plan of {self.root}", wait=True):
+                            clean_temp(self.root / STUDY_DIR, prefix=".plan.")
+                            self._write_plan(jobs)
                     result.jobs = jobs
                     states = {j.name: job_state(self.root, j.name, j.key, j.outputs) for j in jobs}
                     todo = [j for j in jobs if states[j.name].status != "done" and j.name not in final]
+                    if not whole:   # lock="jobs": claim every job to run before running any (never interleaved)
+                        for j in todo:
+                            if j.name not in claimed:
+                                claims.enter_context(exclusive(self.root / j.name / JOB_DIR / "claim",
+                                                               f"{self.root / j.name} (a job of another study)"))
+                                claimed.add(j.name)
                     if first:
                         first = False
                         tracker.open(self.title, jobs, states)

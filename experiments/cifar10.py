@@ -5,10 +5,14 @@ Example (offline default, ~15 min on 2 CPU cores):
     python -m experiments.cifar10 --regime low --dataset fashion_mnist --method random entropy badge --seeds 1
 
 For every method and seed one run directory is written under
-``OUT/<dataset>/<regime>/<paradigm>/<method>/seed<k>/`` (resolved config, one JSON line per cycle);
-``OUT/<dataset>/<regime>/<paradigm>/`` gets ``curves.png`` (test accuracy vs budget, mean ± std over
-seeds), ``table.md``/``table.csv`` (AUBC and final metric per method) and, with ≥ 2 methods and
-≥ 2 seeds, ``ppm.png`` (pairwise penalty matrix).  Interrupted?  Rerun with ``--resume``.
+``OUT/classification/<dataset>/<regime>/<paradigm>/<method>/seed<k>/`` (resolved config, one JSON line
+per cycle); the setting folder ``OUT/classification/<dataset>/<regime>/<paradigm>/`` gets ``curves.png``
+(test accuracy vs budget, mean ± std over seeds), ``table.md``/``table.csv`` (AUBC and final metric per
+method), ``summary.json`` and, with ≥ 2 methods and ≥ 2 seeds, ``ppm.png`` (pairwise penalty matrix);
+shared per-seed stages live beside the methods (``simclr/seed<k>``, ``tuning/seed<k>``).  The runs are
+study jobs (``core.study``): ``--executor ray --workers N`` or ``--executor slurm`` runs them in
+parallel with the same numbers; finished jobs are never recomputed.  Interrupted?  Rerun with
+``--resume``; ``python -m experiments.study status OUT`` lists what is done.
 
 Every training recipe comes from the dataset's entry in ``classification.datasets`` (Tables A.5,
 A.7, A.8, A.9); ``--dry-run`` prints the fully resolved configuration and exits.  Ablations:
@@ -19,16 +23,17 @@ A directory made with different flags is a different run: use another ``--out``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
-from core import query, report, validate
+from core import query, validate
 from core.errors import UserError
 from core.store import clean_temp, exclusive, find_runs, load_run
-from experiments.common import (Parser, Progress, add_common_args, choice, dir_arg, int_arg, main_guard, out_arg,
-                                positive_float, positive_int, print_dry_run, resolve_device, seed_list)
+from experiments.common import (Parser, add_common_args, add_executor_args, choice, dir_arg, int_arg, main_guard,
+                                out_arg, positive_float, positive_int, print_dry_run, resolve_device, seed_list)
 
 DEFAULT_METHODS = ("random", "entropy", "badge")
 
@@ -106,7 +111,8 @@ def build_parser() -> Parser:
                    help="where the data lives: CIFAR as torchvision's python version (DIR/cifar-10-batches-py/); "
                         "Fashion-MNIST *-ubyte(.gz) files (default: the Debian package path)")
     p.add_argument("--download", action="store_true", help="download CIFAR into --data-dir (needs internet)")
-    add_common_args(p, "runs/classification")
+    add_common_args(p, "runs")
+    add_executor_args(p)
     return p
 
 
@@ -154,82 +160,229 @@ def variant_tag(args) -> str:
     return "".join(f"-{x}" for x in parts if x)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from classification.experiment import Retune, describe, prepare, run_one
+DOMAIN = "classification"
+
+
+def setting_dir(args) -> str:
+    """``<dataset>/<regime + ablation tag>/<paradigm>``: the setting's folder below ``OUT/classification``."""
+    return (f"{args.dataset.replace('folder:', 'folder_').replace('/', '_')}/{args.regime + variant_tag(args)}/"
+            f"{args.paradigm}")
+
+
+# ============================================================================== jobs (run in any process)
+# Data and the round-0 model are kept per process: the methods of a seed that run in one process (all
+# of them under --executor serial, as before the study layer) load the data once and share the
+# deterministic round-0 model; elsewhere a job rebuilds both (same numbers: same seeds, same threads).
+_PREPARED: dict = {}
+_ROUND0: dict = {}
+
+
+def _prepared(setting, seed: int):
+    from classification.experiment import prepare
+    key = (repr(setting), seed)
+    if key not in _PREPARED:
+        if len(_PREPARED) >= 2:
+            _PREPARED.pop(next(iter(_PREPARED)))
+        _PREPARED[key] = prepare(setting, seed)
+    return _PREPARED[key]
+
+
+def _round0_cache(setting, seed: int) -> dict:
+    """The round-0 models of one (setting, seed) (``ClassificationRun``'s cache); older seeds are dropped."""
+    key = (repr(setting), seed)
+    if key not in _ROUND0:
+        _ROUND0.clear()
+        _ROUND0[key] = {}
+    return _ROUND0[key]
+
+
+def _pretrained(ctx: dict, prep, seed: int) -> dict:
+    """The seed's SimCLR checkpoint (trained by its job; from the cache here)."""
+    from classification.selfsl import pretrain_config, pretrain_splits
+    return pretrain_splits(prep.splits, pretrain_config(ctx["setting"].dataset, ctx["setting"].preset.name), seed,
+                           ctx["device"], ctx["cache_dir"] / "simclr", images=prep.pool_data.images)
+
+
+def _pretrained_meta(ckpt: dict) -> dict:
+    return {k: ckpt.get(k) for k in ("tag", "seed", "n_images", "arch", "config", "knn_history")}
+
+
+def simclr_job(ctx: dict, run) -> dict:
+    """Shared stage: SimCLR pre-training of one seed (cached by dataset, seed, config and images)."""
+    seed = int(run.config["seed"])
+    meta = _pretrained_meta(_pretrained(ctx, _prepared(ctx["setting"], seed), seed))
+    from core.store import atomic_write_json
+    atomic_write_json(run.dir / "pretrained.json", meta)
+    return {"tag": meta["tag"], "n_images": meta["n_images"]}
+
+
+def tuning_job(ctx: dict, run) -> dict:
+    """Shared stage: Optuna grid of lr × weight decay (× augmentation) on the starting budget of one seed."""
+    from classification.experiment import fit_fn_for, train_seed
+    from classification.tuning import tune
+    s, seed = ctx["setting"], int(run.config["seed"])
+    prep = _prepared(s, seed)
+    ckpt = _pretrained(ctx, prep, seed) if s.paradigm == "selfsl" else None
+    fit_fn = fit_fn_for(prep, prep.start_ids, train_seed(seed, 0), ctx["device"], ckpt)
+    params, _ = tune(s.paradigm, fit_fn, ctx["base_cfg"], run.dir,
+                     key={"dataset": s.dataset, "regime": s.regime, "seed": seed, "preset": s.preset.name}, seed=seed)
+    return {"params": params}
+
+
+def run_job(ctx: dict, run) -> dict:
+    """One (method, seed) AL run, resumable from its last committed cycle."""
+    from classification.experiment import Retune, run_one
+    from classification.tuning import apply_params
+    s, seed, m = ctx["setting"], int(run.config["seed"]), run.config["method"]
+    prep = _prepared(s, seed)
+    cfg, extra, ckpt = ctx["base_cfg"], dict(ctx["extra"]), None
+    if s.paradigm == "selfsl":
+        ckpt = _pretrained(ctx, prep, seed)
+        extra["pretrained"] = _pretrained_meta(ckpt)
+    tuning = ctx["root"] / ctx["prefix"] / "tuning" / f"seed{seed}"
+    if ctx["tune"]:
+        best = tuning / "best.json"
+        try:
+            params = json.loads(best.read_text())["params"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UserError(f"{best} is missing or damaged; rerun with --resume to tune again") from None
+        cfg = apply_params(cfg, params)
+        extra["tuned"] = {"params": params, "study": str(best)}
+    retune = Retune(tuple(ctx["retune_at"]), tuning / "retune" / m) if ctx["retune_at"] else None
+    records = run_one(prep, m, cfg, run.dir, resume=True, device=ctx["device"], beta=ctx["beta"],
+                      round0_cache=_round0_cache(s, seed), pretrained=ckpt, extra_config=extra, retune=retune,
+                      on_start=run.resumed, on_cycle=run.on_cycle)
+    return {"final": records[-1]["metrics"][prep.splits.metric], "budget": records[-1]["budget"]}
+
+
+# ============================================================================== the domain (driver side)
+class ClassificationDomain:
+    """One classification setting (dataset × regime × paradigm, with its ablation flags) as study jobs:
+    per seed SimCLR pre-training (selfsl) and Optuna tuning (--tune), then one AL run per (method, seed);
+    ``finish`` writes the setting's curves.png, table.md/.csv, ppm.png and summary.json."""
+
+    def __init__(self, args, root: Path, plan: dict, setting, base_cfg, overrides: dict, device: str):
+        self.root = Path(root)
+        self.prefix = f"{DOMAIN}/{setting_dir(args)}"
+        self.name = self.prefix
+        self.setting, self.base_cfg, self.device = setting, base_cfg, device
+        self.methods = list(dict.fromkeys(args.method))
+        self.seeds = seed_list(args.seed_offset, args.seeds)
+        self.tune, self.retune_at, self.beta = bool(args.tune), list(args.retune_at or ()), args.beta
+        self.extra = {"overrides": overrides} if overrides else {}
+        self.cache_dir = Path(args.cache_dir or Path(args.out) / ".cache")
+        self.rounds = int(plan["regime"]["rounds"])
+        self.metric = plan["dataset_facts"]["metric"]
+        # what defines the numbers (the content key); where data and caches live does not
+        st = setting
+        self.identity = {"dataset": st.dataset, "regime": st.regime, "paradigm": st.paradigm,
+                         "preset": asdict(st.preset), "image_size": st.image_size, "query_size": st.query_size,
+                         "rounds": st.rounds, "train": asdict(base_cfg), "overrides": overrides}
+        self.label = f"{args.dataset}/{args.regime + variant_tag(args)}" + (
+            f"/{args.paradigm}" if args.paradigm != "supervised" else "")
+        self.report: dict = {}
+
+    def context(self) -> dict:
+        return {"setting": self.setting, "base_cfg": self.base_cfg, "device": self.device, "extra": self.extra,
+                "cache_dir": self.cache_dir, "tune": self.tune, "retune_at": self.retune_at, "beta": self.beta,
+                "root": self.root, "prefix": self.prefix}
+
+    def run_name(self, method: str, seed: int) -> str:
+        return f"{self.prefix}/{method}/seed{seed}"
+
+    def jobs(self) -> list:
+        from core.study import Job
+        out = []
+        for seed in self.seeds:   # seeds outer, methods inner: the order of the runs before the study layer
+            deps: tuple = ()
+            if self.setting.paradigm == "selfsl":
+                from classification.selfsl import pretrain_config
+                name = f"{self.prefix}/simclr/seed{seed}"
+                out.append(Job(name, "pretrain", simclr_job,
+                               {"setting": self.identity, "seed": seed,
+                                "simclr": asdict(pretrain_config(self.setting.dataset, self.setting.preset.name))},
+                               label=f"{self.label} SimCLR seed{seed}", outputs=("pretrained.json",)))
+                deps += (name,)
+            if self.tune:
+                name = f"{self.prefix}/tuning/seed{seed}"
+                out.append(Job(name, "tune", tuning_job, {"setting": self.identity, "seed": seed}, deps=deps,
+                               label=f"{self.label} tuning seed{seed}", outputs=("best.json",)))
+                deps += (name,)
+            for m in self.methods:
+                out.append(Job(self.run_name(m, seed), "run", run_job,
+                               {"setting": self.identity, "method": m, "seed": seed, "beta": self.beta,
+                                "tune": self.tune, "retune_at": self.retune_at}, deps=deps,
+                               units=self.rounds, metric=self.metric,
+                               metric_label="bacc" if self.metric == "balanced_accuracy" else "acc",
+                               label=f"{self.label}/{m} seed{seed}", outputs=("DONE",)))
+        return out
+
+    def finish(self, result) -> None:
+        """Tables and figures of every run of this setting under --out (also those another process wrote)."""
+        from core import report
+        from core.store import atomic_write_json
+        root = self.root / self.prefix
+        cfg, _ = load_run(self.root / self.run_name(self.methods[0], self.seeds[0]))
+        with exclusive(root / ".table.lock", f"the tables in {root}", wait=True):
+            clean_temp(root)  # tables of a killed report
+            runs = setting_runs(root, {"experiment": "classification", "dataset": cfg["dataset"],
+                                       "paradigm": self.setting.paradigm, "preset": self.setting.preset.name,
+                                       "metric": cfg["metric"]}, self.setting.regime, cfg["metric"])
+            metric = "balanced accuracy" if cfg["metric"] == "balanced_accuracy" else "test accuracy"
+            report.plot_curves(runs, root / "curves.png", ylabel=metric)
+            rows = report.summary_rows(runs)
+            md = report.write_table(rows, root / "table.md", metric=metric)
+            with_ppm = len({r["method"] for r in runs}) >= 2 and len({r["seed"] for r in runs}) >= 2
+            summary = {"domain": DOMAIN, "setting": setting_dir_of(self.prefix), "dataset": cfg["dataset"],
+                       "regime": self.setting.regime, "paradigm": self.setting.paradigm,
+                       "preset": self.setting.preset.name, "metric": cfg["metric"], "rows": rows}
+            notes = []
+            if with_ppm:
+                ppm = report.ppm_from_runs(runs)
+                report.plot_ppm(ppm, root / "ppm.png")
+                notes = ppm.notes
+                summary["ppm"] = {"methods": ppm.methods, "wins": ppm.wins.tolist(), "max_value": ppm.max_value}
+            atomic_write_json(root / "summary.json", summary)
+        self.report = {"md": md, "notes": notes, "files": ["curves.png", "table.md", "table.csv"]
+                       + (["ppm.png"] if with_ppm else []) + ["summary.json"], "dir": root}
+
+
+def setting_dir_of(prefix: str) -> str:
+    return prefix.split("/", 1)[1]
+
+
+def domains(args, root: Path) -> list:
+    """The flags as study domains (``python -m experiments.study``): one per setting."""
+    from classification.experiment import describe
     seeds = seed_list(args.seed_offset, args.seeds)
     setting, base_cfg, overrides = resolve(args)
-    preset = setting.preset
     methods = list(dict.fromkeys(args.method))
-    root = (Path(args.out) / args.dataset.replace("folder:", "folder_").replace("/", "_")
-            / (args.regime + variant_tag(args)) / args.paradigm)
-    cache_dir = Path(args.cache_dir or Path(args.out) / ".cache")
-    extra0 = {"overrides": overrides} if overrides else {}
     # resolved without reading any image: every impossible combination fails here, before any work
-    plan = describe(setting, base_cfg, methods, seeds, args.beta, extra0, args.retune_at or ())
+    plan = describe(setting, base_cfg, methods, seeds, args.beta, {"overrides": overrides} if overrides else {},
+                    args.retune_at or ())
+    return [ClassificationDomain(args, root, plan, setting, base_cfg, overrides, resolve_device(args.device))]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from classification.experiment import describe
+    out = Path(args.out)
     if args.dry_run:
-        return print_dry_run({**plan, "tune": args.tune, "out": str(root), "device": args.device})
-    device = resolve_device(args.device)
-
-    with Progress(args.quiet) as pr:
-        total = None
-        for seed in seeds:
-            prep = prepare(setting, seed)
-            reg = prep.regime
-            if total is None:
-                total = pr.task(f"{args.dataset}/{args.regime}: {len(methods)} methods x {len(seeds)} seeds",
-                                len(methods) * len(seeds) * reg.rounds, lines=True)
-            cfg, extra, ckpt = base_cfg, dict(extra0), None
-            if args.paradigm == "selfsl":
-                from classification.selfsl import pretrain_config, pretrain_splits
-                ckpt = pretrain_splits(prep.splits, pretrain_config(args.dataset, preset.name), seed, device,
-                                       cache_dir / "simclr", images=prep.pool_data.images, progress=pr.log)
-                extra["pretrained"] = {k: ckpt.get(k) for k in ("tag", "seed", "n_images", "arch", "config", "knn_history")}
-            if args.tune:
-                from classification.experiment import fit_fn_for, train_seed
-                from classification.tuning import apply_params, tune
-                fit_fn = fit_fn_for(prep, prep.start_ids, train_seed(seed, 0), device, ckpt)
-                params, best_path = tune(args.paradigm, fit_fn, cfg, root / "tuning" / f"seed{seed}",
-                                         key={"dataset": args.dataset, "regime": args.regime, "seed": seed,
-                                              "preset": preset.name}, seed=seed, progress=pr.log)
-                cfg = apply_params(cfg, params)
-                extra["tuned"] = {"params": params, "study": str(best_path)}
-                pr.log(f"seed {seed}: tuned {params} (study: {best_path})")
-            cache: dict = {}
-            for m in methods:
-                desc = f"{m} seed {seed}"
-
-                def progress(msg, _d=desc):
-                    if "training" in msg:
-                        pr.advance(total, 0, f"{_d}: {msg}")
-
-                retune = (Retune(tuple(args.retune_at), root / "tuning" / f"seed{seed}" / "retune" / m)
-                          if args.retune_at else None)
-                records = run_one(prep, m, cfg, root / m / f"seed{seed}", resume=args.resume, device=device,
-                                  beta=args.beta, round0_cache=cache, progress=progress, pretrained=ckpt,
-                                  extra_config=extra, retune=retune)
-                pr.advance(total, reg.rounds)
-                pr.log(f"{m} seed {seed}: final {prep.splits.metric} {records[-1]['metrics'][prep.splits.metric]:.4f} "
-                       f"at budget {records[-1]['budget']}")
-    # the tables cover every run of this setting under --out (also those another process wrote into it)
-    with exclusive(root / ".table.lock", f"the tables in {root}", wait=True):
-        clean_temp(root)  # tables of a killed report
-        runs = setting_runs(root, {"experiment": "classification", "dataset": prep.splits.name,
-                                   "paradigm": args.paradigm, "preset": preset.name, "metric": prep.splits.metric},
-                            args.regime, prep.splits.metric)
-        metric = "balanced accuracy" if prep.splits.metric == "balanced_accuracy" else "test accuracy"
-        report.plot_curves(runs, root / "curves.png", ylabel=metric)
-        md = report.write_table(report.summary_rows(runs), root / "table.md", metric=metric)
-        with_ppm = len({r["method"] for r in runs}) >= 2 and len({r["seed"] for r in runs}) >= 2
-        notes = []
-        if with_ppm:
-            ppm = report.ppm_from_runs(runs)
-            report.plot_ppm(ppm, root / "ppm.png")
-            notes = ppm.notes
-    print(md)
-    for note in notes:
-        print(f"note: {note}")
-    print(f"wrote {root / 'curves.png'}, {root / 'table.md'}" + (f", {root / 'ppm.png'}" if with_ppm else ""))
+        seeds = seed_list(args.seed_offset, args.seeds)
+        setting, base_cfg, overrides = resolve(args)
+        plan = describe(setting, base_cfg, list(dict.fromkeys(args.method)), seeds, args.beta,
+                        {"overrides": overrides} if overrides else {}, args.retune_at or ())
+        return print_dry_run({**plan, "tune": args.tune, "out": str(out / DOMAIN / setting_dir(args)),
+                              "device": args.device})
+    from experiments.study import run_domains
+    doms = domains(args, out)
+    run_domains(doms, args, out, lock="jobs")
+    for d in doms:
+        rep = d.report
+        print(rep["md"])
+        for note in rep["notes"]:
+            print(f"note: {note}")
+        print(f"wrote {', '.join(str(rep['dir'] / f) for f in rep['files'])}")
     return 0
 
 

@@ -19,8 +19,8 @@ A study file (TOML)::
     method = ["random", "entropy"]
     grid = { setting = ["a", "b"], epochs = [30, 60] }   # one experiment per combination
 
-Domains: ``values`` (``experiments.values``), ``blobs`` (``experiments.blobs``); classification and
-segmentation follow (issue 9, phase B).  Every job of every experiment is content-keyed: rerunning
+Domains: ``classification`` (``experiments.cifar10``), ``segmentation`` (``experiments.segmentation``),
+``values`` (``experiments.values``), ``blobs`` (``experiments.blobs``).  Every job of every experiment is content-keyed: rerunning
 a study runs only what is not done, and a study whose jobs all finished runs nothing.  A bad key
 or value is one line naming it (exit 2); failed jobs are listed at the end (exit 1) while the rest
 of the study runs.  One study at a time per output root (a lock).
@@ -40,7 +40,8 @@ from core.study import Study, StudyFailed, StudyResult
 from experiments.common import (Parser, Progress, add_executor_args, choice, executor_from_args, main_guard,
                                 resolve_device)
 
-DOMAINS = {"values": "experiments.values", "blobs": "experiments.blobs"}
+DOMAINS = {"classification": "experiments.cifar10", "segmentation": "experiments.segmentation",
+           "values": "experiments.values", "blobs": "experiments.blobs"}
 TOP_KEYS = ("out", "preset", "seeds", "seed_offset", "device", "executor", "title")
 EXECUTOR_KEYS = {"kind": "executor", "workers": "workers", "threads": "threads", "gpus_per_run": "gpus_per_run",
                  "ray_address": "ray_address", "retries": "retries", "slurm_partition": "slurm_partition",
@@ -51,17 +52,21 @@ NOT_IN_ENTRIES = {"out", "resume", "quiet", "help"} | set(EXECUTOR_KEYS.values()
 
 # ============================================================================== running domains
 def run_domains(domains: list, args: argparse.Namespace, out: Path, resume: bool | None = None,
-                title: str | None = None) -> StudyResult:
+                title: str | None = None, lock: str = "root", threads: int | None = 0) -> StudyResult:
     """The body of every CLI on the study layer: run ``domains`` below ``out`` with the executor
-    of ``args`` (``add_executor_args``); failed jobs → ``StudyFailed`` (listed, exit 1)."""
-    study = Study(out, domains, title)
+    of ``args`` (``add_executor_args``); failed jobs → ``StudyFailed`` (listed, exit 1).
+    ``lock="jobs"``: other invocations may write other jobs of the same ``out`` at the same time
+    (the classification and segmentation CLIs, one method each into one --out); ``threads``: per
+    job (0: ``executor_from_args``' default)."""
+    study = Study(out, domains, title, lock=lock)
     if not (args.resume if resume is None else resume):
         from core.study import JOB_DIR
         started = [j for j in study.plan() if (Path(out) / j.name / JOB_DIR / "job.json").exists()]
         if started:
             raise UserError(f"{Path(out) / started[0].name} already holds a run; pass --resume to continue "
                             "(finished jobs are kept) or use another --out")
-    executor, threads = executor_from_args(args, resolve_device(getattr(args, "device", "cpu")))
+    executor, default_threads = executor_from_args(args, resolve_device(getattr(args, "device", "cpu")))
+    threads = default_threads if threads == 0 else threads
     with Progress(args.quiet) as pr:
         result = study.run(executor, progress=pr, threads=threads)
     if not result.ok:
