@@ -11,9 +11,12 @@ voxel grid; unannotated voxels carry an ignore label excluded from the Dice+CE l
 DynUNet ensemble is retrained from scratch in each of 5 loops; starting budget = query size = 20 %
 of the Label-Regime budget (two class-seeded patches per label + Random 33 % FG); patch scores are
 window means of voxel uncertainty, picked greedily without overlap.  Outputs, under
-OUT/DATASET/REGIME/: one run directory per method and seed (resumable with --resume), curve.png
-(mean Dice vs. annotated patches), table.md/.csv (AUBC, Final Dice, FG-Eff), ppm.png and
-queries.png (centre slices of the first AL query of every method).
+OUT/segmentation/DATASET/REGIME/: one run directory per method and seed (resumable with --resume),
+curves.png (mean Dice vs. annotated patches), table.md/.csv (AUBC, Final Dice, FG-Eff), ppm.png,
+queries.png (centre slices of the first AL query of every method) and summary.json; the full-data
+reference of a dataset lives in OUT/segmentation/DATASET/full_data/.  The runs and the reference are
+study jobs (core.study): --executor ray --workers N or --executor slurm runs them in parallel with
+the same numbers; finished jobs are never recomputed.
 
 ``--dataset phantoms`` (default) generates seeded multi-class phantoms in MSD layout under
 --data-dir on first use and reads them through the same loader as a downloaded dataset.
@@ -38,10 +41,11 @@ import numpy as np
 
 from core.errors import UserError
 from core.selection import SCHEDULES
-from experiments.common import (Parser, Progress, add_common_args, choice, float_arg, int_arg, main_guard, out_arg,
-                                positive_float, print_dry_run, resolve_device, seed_arg, seed_list)
+from experiments.common import (Parser, Progress, add_common_args, add_executor_args, choice, float_arg, int_arg,
+                                main_guard, out_arg, positive_float, print_dry_run, resolve_device, seed_arg,
+                                seed_list)
 
-DEFAULT_OUT = "runs/segmentation"
+DEFAULT_OUT = "runs"
 
 
 def build_parser() -> Parser:
@@ -91,14 +95,12 @@ def build_parser() -> Parser:
     g.add_argument("--queries-from", metavar="DIR",
                    help="the \"Precomputed\" training-length variant (§7.4.4, Table C.6): replay the queries of an "
                         "earlier run of the same dataset, regime, query setting and seeds — DIR is its setting folder "
-                        "(OUT/DATASET/REGIME) — and train with this run's length (e.g. --iterations 125000 = 500 epochs); "
+                        "(OUT/segmentation/DATASET/REGIME) — and train with this run's length (e.g. --iterations 125000 = 500 epochs); "
                         "runs go to METHOD_precomputed/")
     g.add_argument("--split-seed", type=seed_arg, default=12345, help="seed of the fixed 75/25 train+pool/test split")
     g.add_argument("--no-full-data", action="store_true",
                    help="skip the full-data reference model (FG-Eff is then not computed)")
-    g.add_argument("--threads", type=int_arg(1, 1024), metavar="N",
-                   help="torch CPU threads (default: 1 for the laptop/smoke presets on CPU — on a shared 2-core "
-                        "machine 2 OpenMP threads are several times slower — else torch's choice)")
+    add_executor_args(p)
     return p
 
 
@@ -155,7 +157,7 @@ def _load_data(args, preset, pr: Progress, bars: _Bars):
         bars.tick(1)
     data = prepare(root, data_dir / "cache", split_seed=args.split_seed, progress=note)
     bars.done()
-    return data, is_ph
+    return data, is_ph, root
 
 
 def _check_patch_fits(data, qs):
@@ -171,30 +173,6 @@ def _full_data_key(data, preset, plan, backend) -> str:
     from core.seeds import SEEDING
     from experiments.runs import full_data_key  # the report finds the reference by the same key
     return full_data_key(data.data_key, plan.to_dict(), asdict(preset), SEEDING, backend)
-
-
-def _full_data_result(domain, data, preset, plan, out_dir: Path, log) -> dict:
-    from core.store import atomic_write_json, clean_temp, exclusive
-    key = _full_data_key(data, preset, plan, domain.backend)
-    path = out_dir / "full_data" / f"{preset.name}-{key}.json"
-    # shared by every regime of the dataset: one process trains it, others wait and reuse it
-    with exclusive(path.parent / f".{path.name}.lock", f"full-data reference {path}", wait=True):
-        clean_temp(path.parent, prefix=f".{path.stem}.")
-        if path.exists():
-            try:
-                res = json.loads(path.read_text())
-                if isinstance(res, dict) and isinstance(res.get("mean_dice"), (int, float)):
-                    return res
-            except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-                pass
-            log(f"{path} is damaged; retraining the full-data reference")
-        log("training the full-data reference ensemble (for FG-Eff)")
-        t0 = time.perf_counter()
-        model = domain.train_full()
-        res = domain.test_metrics(model)
-        res["train_s"] = time.perf_counter() - t0
-        atomic_write_json(path, res)
-    return res
 
 
 def _add_other_runs(setting_dir: Path, config: dict, run_dirs: dict, label: dict) -> None:
@@ -304,21 +282,17 @@ def dry_run_config(args, preset, methods: list, seed_list: list) -> dict:
             "queries_from": args.queries_from,
             "beta": args.beta, "beta_schedule": args.beta_schedule, "beta_per_query": betas,
             "preset": asdict(preset), "overlap": args.overlap, "split_seed": args.split_seed, "seeds": seed_list,
-            "full_data_reference": not args.no_full_data, "out": str(Path(args.out) / ds_key / args.regime),
+            "full_data_reference": not args.no_full_data, "out": str(Path(args.out) / DOMAIN / ds_key / args.regime),
             "resolved_at_run_time": later}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    import torch
-    from core import metrics, query, report
-    from core.seeds import SEEDING
-    from core.loop import ActiveLearningLoop
-    from core.store import RunStore, atomic_write_text, clean_temp, exclusive, load_run, load_state
-    from segmentation.experiment import Hooks, SegmentationDomain
-    from segmentation.plans import PRESETS, match_setting, plan_network, query_setting
-    from segmentation.report import plot_queries
+DOMAIN = "segmentation"
 
+
+def _resolve(args) -> dict:
+    """Preset, backend, methods and run names of the flags; one-line errors, nothing written."""
+    from core import query
+    from segmentation.plans import PRESETS
     preset = PRESETS[args.preset]
     if args.ensemble is not None:
         if args.ensemble < 1:
@@ -338,12 +312,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         require()
     if not 0.0 <= args.overlap < 1.0:
         raise UserError("--overlap must be in [0, 1)")
-    device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    elif device == "cpu" and preset.name in ("laptop", "smoke"):
-        # on a shared 2-core machine OpenMP barriers make 2 threads several times slower than 1
-        torch.set_num_threads(1)
     n_seeds = args.seeds if args.seeds is not None else preset.seeds
     seeds = seed_list(args.seed_offset, n_seeds)
     methods = list(dict.fromkeys(args.method))
@@ -352,160 +320,277 @@ def main(argv: Sequence[str] | None = None) -> int:
         if preset.ensemble < qm.model.get("min_ensemble", 1):
             raise UserError(f"{m} needs an ensemble of at least {qm.model['min_ensemble']} models "
                             f"(--ensemble >= {qm.model['min_ensemble']})")
-    label = {m: qm.label for m, qm in qms.items()}
     # a method whose noise the flags change runs in its own directory (the reference's power_bald_b5 style)
     run_name = {m: m + variant_suffix(m, qm, args) for m, qm in qms.items()}
-    label.update({m: qm.label + variant_label(m, qm, args) for m, qm in qms.items()})
+    label = {m: qm.label + variant_label(m, qm, args) for m, qm in qms.items()}
     if args.queries_from:
         if not Path(args.queries_from).is_dir():
-            raise UserError(f"--queries-from {args.queries_from}: no such folder (the setting folder OUT/DATASET/REGIME "
+            raise UserError(f"--queries-from {args.queries_from}: no such folder (the setting folder OUT/segmentation/DATASET/REGIME "
                             "of the run whose queries are replayed)")
         label = {m: f"{label[m]} (precomputed)" for m in methods}
-    if args.dry_run:
-        return print_dry_run(dry_run_config(args, preset, methods, seeds))
+        run_name = {m: f"{n}_precomputed" for m, n in run_name.items()}
+    return {"preset": preset, "backend": backend, "seeds": seeds, "methods": methods, "qms": qms,
+            "run_name": run_name, "label": label}
 
-    with Progress(args.quiet) as pr:
-        bars = _Bars(pr)
-        data, is_ph = _load_data(args, preset, pr, bars)
-        setting = match_setting(data.name, is_ph)
-        regime = args.regime
-        qs = query_setting(setting, regime, data.n_classes, data.lcc_bbox, patch_override=args.patch_size,
-                           query_size_override=args.query_size, stride_override=args.agg_stride,
-                           ppi_override=args.n_patch_per_image, loops=preset.loops)
-        _check_patch_fits(data, qs)
-        fp = data.fingerprint()
-        plan = plan_network(fp["median_shape"], data.spacing, preset)
-        ds_key = "phantoms" if is_ph else _safe(data.name)
-        setting_dir = Path(args.out) / ds_key / regime
-        pr.log(f"{data.name}: {fp['n_train']} train+pool / {fp['n_test']} test images, spacing {data.spacing}, "
-               f"median shape {fp['median_shape']}; query patch {qs.patch}, {qs.query_size} patches/loop × "
-               f"{qs.loops} loops ({qs.source}); "
-               + (f"network patch {plan.patch_size}, " if backend == "monai" else "nnU-Net 3d_fullres plans, ")
-               + f"{preset.ensemble} model(s) × {preset.iterations} iterations ({backend} backend); "
-               f"mirroring {'on' if data.mirror else 'off'} ({data.mirror_reason})")
-        hooks = Hooks(log=pr.log, start=bars.start, tick=bars.tick, done=bars.done)
 
-        cycles_task = pr.task("AL cycles", len(methods) * len(seeds) * qs.loops)
-        run_dirs: dict[tuple, Path] = {}
-        for seed in seeds:
-            for m in methods:
-                run_dir = setting_dir / (run_name[m] + ("_precomputed" if args.queries_from else "")) / f"seed{seed}"
-                qm = qms[m]
-                source = None
-                if args.queries_from:
-                    source = Path(args.queries_from) / run_name[m] / f"seed{seed}"
-                    qm = query.replay(qm, _source_queries(source, data, qs, seed), str(source))
-                domain = SegmentationDomain(data, qs, preset, plan, seed=seed, device=device, overlap=args.overlap,
-                                            method=qm, hooks=hooks, backend=backend, work_dir=run_dir / "nnunet")
-                start_notes: list = []
-                pool = domain.initial_pool(start_notes)  # validates the starting budget before anything is written
-                for note in start_notes if (m, seed) == (methods[0], seeds[0]) else []:
-                    pr.log(f"small dataset: {note}")
+# ============================================================================== jobs (run in any process)
+_DATA: dict = {}
+
+
+def _data(ctx: dict):
+    """The prepared dataset (from the cache the driver filled), once per process."""
+    from segmentation.data import prepare
+    key = (str(ctx["data_root"]), str(ctx["cache"]), ctx["split_seed"])
+    if key not in _DATA:
+        _DATA.clear()
+        _DATA[key] = prepare(ctx["data_root"], ctx["cache"], split_seed=ctx["split_seed"])
+    return _DATA[key]
+
+
+def full_data_job(ctx: dict, run) -> dict:
+    """Shared stage: the full-data reference ensemble (FG-Eff), one per dataset, preset, plan and backend."""
+    from core.store import atomic_write_json
+    from segmentation.experiment import SegmentationDomain
+    ref = run.dir.parent / f"{run.dir.name}.json"
+    try:   # written by an earlier invocation (also before the study layer): reused, never retrained
+        res = json.loads(ref.read_text())
+        if isinstance(res, dict) and isinstance(res.get("mean_dice"), (int, float)):
+            return {"mean_dice": res["mean_dice"]}
+    except (OSError, ValueError, UnicodeDecodeError):
+        pass
+    data = _data(ctx)
+    dom = SegmentationDomain(data, ctx["qs"], ctx["preset"], ctx["plan"], seed=0, device=ctx["device"],
+                             backend=ctx["backend"], work_dir=run.dir / "nnunet")
+    t0 = time.perf_counter()
+    res = dom.test_metrics(dom.train_full())
+    res["train_s"] = time.perf_counter() - t0
+    atomic_write_json(ref, res)
+    return {"mean_dice": res["mean_dice"]}
+
+
+def run_job(ctx: dict, run) -> dict:
+    """One (method, seed) AL run on ``core.loop`` / ``core.store``, resumable from its last committed loop."""
+    from core import query
+    from core.loop import ActiveLearningLoop
+    from core.store import RunStore
+    from segmentation.experiment import SegmentationDomain
+    cfg = run.config
+    data, qs, seed, m = _data(ctx), ctx["qs"], int(cfg["seed"]), cfg["method"]
+    qm = query.get("segmentation", m)
+    if cfg.get("queries_from"):
+        source = Path(cfg["queries_from"])
+        qm = query.replay(qm, _source_queries(source, data, qs, seed), str(source))
+    domain = SegmentationDomain(data, qs, ctx["preset"], ctx["plan"], seed=seed, device=ctx["device"],
+                                overlap=cfg["overlap"], method=qm, backend=cfg["backend"], work_dir=run.dir / "nnunet")
+    pool = domain.initial_pool([])
+    schedule = cfg.get("beta_schedule", "exponential")
+    with RunStore(run.dir, cfg, resume=True) as store:
+        if not store.done:
+            run.resumed(len(store.records))
+            ActiveLearningLoop(pool, train=domain.train, evaluate=domain.evaluate, evidence=domain.evidence, query=qm,
+                               query_sizes=[qs.query_size] * (qs.loops - 1), store=store, seed=seed, beta=cfg["beta"],
+                               context=lambda cycle: {"beta_schedule": schedule}, on_cycle=run.on_cycle).run()
+        return {"final_dice": store.records[-1]["metrics"]["mean_dice"]}
+
+
+# ============================================================================== the domain (driver side)
+class SegmentationStudyDomain:
+    """One segmentation setting (dataset × regime with its query flags) as study jobs: the full-data
+    reference (shared by the regimes of a dataset) and one AL run per (method, seed); ``finish`` writes
+    curves.png, table.md/.csv, ppm.png, queries.png and summary.json.  Data preparation (phantoms,
+    resampling cache) runs in the driver before the study: the query setting and network plan that
+    every job's configuration holds are derived from the data, and a bad dataset must be one line
+    before anything runs."""
+
+    def __init__(self, args, root: Path, r: dict, data, is_ph: bool, data_root: Path, qs, plan, device: str,
+                 start_notes: dict):
+        from core.seeds import SEEDING
+        self.args, self.root, self.r, self.data, self.qs, self.plan = args, Path(root), r, data, qs, plan
+        self.device, self.is_ph = device, is_ph
+        self.ds_key = "phantoms" if is_ph else _safe(data.name)
+        self.prefix = f"{DOMAIN}/{self.ds_key}/{args.regime}"
+        self.name = self.prefix
+        self.ctx = {"data_root": data_root, "cache": Path(args.data_dir) if args.data_dir else None,
+                    "split_seed": args.split_seed, "qs": qs, "preset": r["preset"], "plan": plan, "device": device,
+                    "backend": r["backend"]}
+        self.ctx["cache"] = (Path(args.data_dir) if args.data_dir else Path(args.out) / "data") / "cache"
+        self.configs = {}
+        for seed in r["seeds"]:
+            for m in r["methods"]:
                 config = {"experiment": "segmentation", "dataset": data.name, "data_key": data.data_key,
-                          "regime": regime, "method": m, "beta": args.beta, "seed": seed,
-                          "preset": asdict(preset), "query": qs.to_dict(), "plan": plan.to_dict(),
+                          "regime": args.regime, "method": m, "beta": args.beta, "seed": seed,
+                          "preset": asdict(r["preset"]), "query": qs.to_dict(), "plan": plan.to_dict(),
                           "overlap": args.overlap, "split_seed": args.split_seed, "seeding": SEEDING,
-                          "backend": backend, "mirror": data.mirror, "start_notes": start_notes}
+                          "backend": r["backend"], "mirror": data.mirror, "start_notes": start_notes[seed]}
                 if args.beta_schedule != "exponential":   # recorded when not the thesis default (older runs resume)
                     config["beta_schedule"] = args.beta_schedule
-                if source is not None:
-                    config["queries_from"] = str(source)
-                run_dirs[(m, seed)] = run_dir
-                with RunStore(run_dir, config, resume=args.resume) as store:
-                    if store.done:
-                        pr.advance(cycles_task, qs.loops)
-                        pr.log(f"{m} seed {seed}: finished run found, skipped")
-                        continue
-                    pr.advance(cycles_task, len(store.records))
-                    loop = ActiveLearningLoop(pool, train=domain.train, evaluate=domain.evaluate,
-                                              evidence=domain.evidence, query=qm,
-                                              query_sizes=[qs.query_size] * (qs.loops - 1), store=store, seed=seed,
-                                              beta=args.beta, context=lambda cycle: {"beta_schedule": args.beta_schedule},
-                                              progress=lambda msg, m=m, s=seed: pr.log(f"{m} seed {s}: {msg}"))
-                    orig_commit = store.commit
+                if args.queries_from:
+                    config["queries_from"] = str(Path(args.queries_from) / r["run_name"][m].removesuffix("_precomputed")
+                                                 / f"seed{seed}")
+                self.configs[(m, seed)] = config
+        self.full_name = None
+        if not args.no_full_data:
+            key = _full_data_key(data, r["preset"], plan, r["backend"])
+            self.full_name = f"{DOMAIN}/{self.ds_key}/full_data/{r['preset'].name}-{key}"
+        self.report: dict = {}
 
-                    def commit(record, pool_state, extra=None, _orig=orig_commit, m=m, s=seed):
-                        _orig(record, pool_state, extra)
-                        pr.advance(cycles_task, 1)
-                        md = record["metrics"]
-                        pr.log(f"{m} seed {s}: cycle {record['cycle'] + 1}: {record['budget']} patches, "
-                               f"mean Dice {md['mean_dice']:.4f}, annotated FG {100 * md['fg_fraction']:.2f}%")
-                    store.commit = commit
-                    loop.run()
+    def context(self) -> dict:
+        return self.ctx
 
-        # ---------------- report: this invocation's runs + every other run of the setting under --out ----------
+    def run_name(self, m: str, seed: int) -> str:
+        return f"{self.prefix}/{self.r['run_name'][m]}/seed{seed}"
+
+    def jobs(self) -> list:
+        from core.study import Job
+        out = []
+        if self.full_name:
+            preset = self.r["preset"]
+            out.append(Job(self.full_name, "full_data", full_data_job,
+                           {"data_key": self.data.data_key, "preset": asdict(preset), "plan": self.plan.to_dict(),
+                            "backend": self.r["backend"]},
+                           label=f"{self.ds_key} full-data reference", outputs=(f"../{self.full_name.rsplit('/', 1)[1]}.json",)))
+        for seed in self.r["seeds"]:
+            for m in self.r["methods"]:
+                out.append(Job(self.run_name(m, seed), "run", run_job, self.configs[(m, seed)],
+                               units=self.qs.loops, metric="mean_dice", metric_label="Dice",
+                               label=f"{self.ds_key}/{self.args.regime}/{self.r['run_name'][m]} seed{seed}",
+                               outputs=("DONE",)))
+        return out
+
+    def finish(self, result) -> None:
+        from core import metrics, report
+        from core.store import atomic_write_text, clean_temp, exclusive, load_run, load_state
+        from segmentation.experiment import SegmentationDomain
+        from segmentation.report import plot_queries
+        args, r, data, qs, plan = self.args, self.r, self.data, self.qs, self.plan
+        methods, seeds, label = r["methods"], r["seeds"], dict(r["label"])
+        setting_dir = self.root / self.prefix
+        regime, ds_key = args.regime, self.ds_key
+        # report: this invocation's runs + every other run of the setting under --out
+        run_dirs = {(r["run_name"][m], seed): self.root / self.run_name(m, seed) for m in methods for seed in seeds}
+        label = {r["run_name"][m]: label[m] for m in methods}
         with exclusive(setting_dir / ".table.lock", f"the tables in {setting_dir}", wait=True):
             clean_temp(setting_dir)  # tables of a killed report
-            _add_other_runs(setting_dir, config, run_dirs, label)
+            _add_other_runs(setting_dir, self.configs[(methods[0], seeds[0])], run_dirs, label)
             runs, fg_curves = [], {}
             for (m, seed), run_dir in sorted(run_dirs.items()):
                 _, records = load_run(run_dir)
                 if not records:
                     continue
                 runs.append({"method": m, "seed": seed, "setting": f"{ds_key}/{regime}",
-                             "budgets": [r["budget"] for r in records],
-                             "values": [r["metrics"]["mean_dice"] for r in records]})
-                fg_curves.setdefault(m, []).append(([r["metrics"]["fg_fraction"] for r in records],
-                                                    [r["metrics"]["mean_dice"] for r in records]))
+                             "budgets": [x["budget"] for x in records],
+                             "values": [x["metrics"]["mean_dice"] for x in records]})
+                fg_curves.setdefault(m, []).append(([x["metrics"]["fg_fraction"] for x in records],
+                                                    [x["metrics"]["mean_dice"] for x in records]))
             if not runs:
                 raise UserError("no finished cycles to report")
-            fg = {}
-            y_full = None
-            if not args.no_full_data:
-                dom0 = SegmentationDomain(data, qs, preset, plan, seed=seeds[0], device=device, hooks=hooks, backend=backend,
-                                          work_dir=Path(args.out) / ds_key / "full_data" /
-                                          f"nnunet-{_full_data_key(data, preset, plan, backend)}")
-                full = _full_data_result(dom0, data, preset, plan, Path(args.out) / ds_key, pr.log)
-                y_full = full["mean_dice"]
+            fg, y_full = {}, None
+            if self.full_name:
+                y_full = json.loads((self.root / f"{self.full_name}.json").read_text())["mean_dice"]
                 fg = metrics.fg_eff_setting(fg_curves, y_full)
-            setting_dir.mkdir(parents=True, exist_ok=True)
-            shown = [{**r, "method": label[r["method"]]} for r in runs]
-            report.plot_curves(shown, setting_dir / "curve.png", ylabel="test mean Dice", xlabel="annotated patches",
+            shown = [{**x, "method": label[x["method"]]} for x in runs]
+            report.plot_curves(shown, setting_dir / "curves.png", ylabel="test mean Dice", xlabel="annotated patches",
                                title=f"{data.name} — {regime} (query patch {tuple(qs.patch)})")
             rows = report.summary_rows(runs)
             md = _write_table(rows, fg, runs, run_dirs, setting_dir, y_full, label)
             ppm = report.ppm_from_runs(shown)
             report.plot_ppm(ppm, setting_dir / "ppm.png", title=f"PPM {ds_key}/{regime}")
             # first AL query of every method (first seed)
-            per_method = []
+            per_method, pool = [], None
             for m in methods:
-                rd = run_dirs.get((m, seeds[0]))
+                rd = run_dirs.get((r["run_name"][m], seeds[0]))
                 if rd is None:
                     continue
                 _, records = load_run(rd)
                 if len(records) < 1 or not records[0]["queried"]:
                     continue
                 _, state = load_state(rd)
-                pool = SegmentationDomain(data, qs, preset, plan, seed=seeds[0]).new_pool()
+                pool = SegmentationDomain(data, qs, r["preset"], plan, seed=seeds[0]).new_pool()
                 pool.load_state_dict(state["pool"])
-                per_method.append((label[m], np.asarray(records[0]["queried"]), pool.labelled_in(0)))
+                per_method.append((label[r["run_name"][m]], np.asarray(records[0]["queried"]), pool.labelled_in(0)))
             if per_method:
                 plot_queries(data, pool, per_method, setting_dir / "queries.png", data.class_names,
                              title=f"{data.name} — {regime}: patches of the first AL query (seed {seeds[0]}), centre slices")
-            summary = {"dataset": data.name, "regime": regime, "backend": backend, "query": qs.to_dict(), "plan": plan.to_dict(),
-                       "preset": asdict(preset), "full_data_dice": y_full, "rows": rows,
+            summary = {"domain": DOMAIN, "setting": f"{ds_key}/{regime}", "dataset": data.name, "regime": regime,
+                       "backend": r["backend"], "query": qs.to_dict(), "plan": plan.to_dict(),
+                       "preset": asdict(r["preset"]), "full_data_dice": y_full, "rows": rows,
                        "fg_eff": {m: asdict(f) for m, f in fg.items()},
                        "ppm": {"methods": ppm.methods, "wins": ppm.wins.tolist(), "max_value": ppm.max_value}}
             atomic_write_text(setting_dir / "summary.json", json.dumps(summary, indent=1, default=float) + "\n")
+        self.report = {"md": md, "rows": rows, "fg": fg, "ppm": ppm, "dir": setting_dir, "label": label}
 
-    print(md, end="")
-    print(f"outputs in {setting_dir}: curve.png, table.md, table.csv, ppm.png, queries.png, summary.json")
-    by = {r["method"]: r for r in rows}
-    for m in methods:
-        if m in by:
-            r = by[m]
-            extra = f", FG-Eff {fg[m].gamma:.2f}" if m in fg and np.isfinite(fg[m].gamma) else ""
-            print(f"{label[m]}: Final Dice {r['final_mean']:.4f}, AUBC {r['aubc_mean']:.4f}{extra} "
-                  f"({r['seeds']} seed(s))")
-    if "claspe" in by and "random_fg33" in by:
-        a, b = by["claspe"], by["random_fg33"]
-        verdict = "holds" if (a["final_mean"] >= b["final_mean"] and a["aubc_mean"] >= b["aubc_mean"]) else (
-            "holds partly" if (a["final_mean"] >= b["final_mean"] or a["aubc_mean"] >= b["aubc_mean"]) else "does not hold")
-        print(f"thesis expectation ClaSP PE ≥ Random 33% FG (Final Dice and AUBC): {verdict} here")
-    if n_seeds < 2:
-        print("note: the PPM needs ≥ 2 seeds (paired t-test); with 1 seed it is empty")
-    for note in ppm.notes:
-        print(f"note: {note}")
+
+def domains(args, root: Path) -> list:
+    """The flags as study domains (``python -m experiments.study``): one per dataset × regime.  Prepares
+    the data (phantoms, resampling cache) first; every user error is one line before any job."""
+    from segmentation.experiment import SegmentationDomain
+    from segmentation.plans import match_setting, plan_network, query_setting
+    r = _resolve(args)
+    preset = r["preset"]
+    device = resolve_device(args.device)
+    with Progress(args.quiet) as pr:
+        bars = _Bars(pr)
+        data, is_ph, data_root = _load_data(args, preset, pr, bars)
+        setting = match_setting(data.name, is_ph)
+        qs = query_setting(setting, args.regime, data.n_classes, data.lcc_bbox, patch_override=args.patch_size,
+                           query_size_override=args.query_size, stride_override=args.agg_stride,
+                           ppi_override=args.n_patch_per_image, loops=preset.loops)
+        _check_patch_fits(data, qs)
+        fp = data.fingerprint()
+        plan = plan_network(fp["median_shape"], data.spacing, preset)
+        backend = r["backend"]
+        pr.log(f"{data.name}: {fp['n_train']} train+pool / {fp['n_test']} test images, spacing {data.spacing}, "
+               f"median shape {fp['median_shape']}; query patch {qs.patch}, {qs.query_size} patches/loop × "
+               f"{qs.loops} loops ({qs.source}); "
+               + (f"network patch {plan.patch_size}, " if backend == "monai" else "nnU-Net 3d_fullres plans, ")
+               + f"{preset.ensemble} model(s) × {preset.iterations} iterations ({backend} backend); "
+               f"mirroring {'on' if data.mirror else 'off'} ({data.mirror_reason})")
+        start_notes = {}
+        for seed in r["seeds"]:   # validates every seed's starting budget before anything is written
+            notes: list = []
+            SegmentationDomain(data, qs, preset, plan, seed=seed, overlap=args.overlap).initial_pool(notes)
+            start_notes[seed] = notes
+            for note in notes if seed == r["seeds"][0] else []:
+                pr.log(f"small dataset: {note}")
+        if args.queries_from:
+            for seed in r["seeds"]:
+                for m in r["methods"]:
+                    _source_queries(Path(args.queries_from) / r["run_name"][m].removesuffix("_precomputed")
+                                    / f"seed{seed}", data, qs, seed)
+    return [SegmentationStudyDomain(args, root, r, data, is_ph, data_root, qs, plan, device, start_notes)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    r = _resolve(args)
+    if args.dry_run:
+        return print_dry_run(dry_run_config(args, r["preset"], r["methods"], r["seeds"]))
+    from experiments.study import run_domains
+    out = Path(args.out)
+    doms = domains(args, out)
+    run_domains(doms, args, out, lock="jobs")
+    for d in doms:
+        rep = d.report
+        rows, fg, ppm, label = rep["rows"], rep["fg"], rep["ppm"], rep["label"]
+        print(rep["md"], end="")
+        print(f"outputs in {rep['dir']}: curves.png, table.md, table.csv, ppm.png, queries.png, summary.json")
+        by = {x["method"]: x for x in rows}
+        for m in r["methods"]:
+            key = r["run_name"][m]
+            if key in by:
+                x = by[key]
+                extra = f", FG-Eff {fg[key].gamma:.2f}" if key in fg and np.isfinite(fg[key].gamma) else ""
+                print(f"{label[key]}: Final Dice {x['final_mean']:.4f}, AUBC {x['aubc_mean']:.4f}{extra} "
+                      f"({x['seeds']} seed(s))")
+        if "claspe" in by and "random_fg33" in by:
+            a, b = by["claspe"], by["random_fg33"]
+            verdict = "holds" if (a["final_mean"] >= b["final_mean"] and a["aubc_mean"] >= b["aubc_mean"]) else (
+                "holds partly" if (a["final_mean"] >= b["final_mean"] or a["aubc_mean"] >= b["aubc_mean"]) else "does not hold")
+            print(f"thesis expectation ClaSP PE ≥ Random 33% FG (Final Dice and AUBC): {verdict} here")
+        if len(r["seeds"]) < 2:
+            print("note: the PPM needs ≥ 2 seeds (paired t-test); with 1 seed it is empty")
+        for note in ppm.notes:
+            print(f"note: {note}")
     return 0
 
 
