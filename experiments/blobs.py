@@ -169,7 +169,7 @@ class BlobsDomain:
                            label=f"blobs/{self.setting} data seed{s}", outputs=("data.npz",)))
         for m in self.methods:
             for s in self.seeds:
-                config = {"experiment": "blobs", "dataset": "blobs", "regime": self.setting, "method": m, "seed": s,
+                config = {"experiment": "blobs", "dataset": "blobs", "regime": {"name": self.setting}, "method": m, "seed": s,
                           "blobs": asdict(self.cfg)}
                 out.append(Job(self.run_name(m, s), "run", al_run, config, deps=(f"{self.prefix}/data/seed{s}",),
                                units=self.cfg.rounds + 1, metric="accuracy", metric_label="acc",

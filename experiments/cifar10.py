@@ -264,7 +264,6 @@ class ClassificationDomain:
     def __init__(self, args, root: Path, plan: dict, setting, base_cfg, overrides: dict, device: str):
         self.root = Path(root)
         self.prefix = f"{DOMAIN}/{setting_dir(args)}"
-        self.name = self.prefix
         self.setting, self.base_cfg, self.device = setting, base_cfg, device
         self.methods = list(dict.fromkeys(args.method))
         self.seeds = seed_list(args.seed_offset, args.seeds)
@@ -281,6 +280,11 @@ class ClassificationDomain:
         self.label = f"{args.dataset}/{args.regime + variant_tag(args)}" + (
             f"/{args.paradigm}" if args.paradigm != "supervised" else "")
         self.report: dict = {}
+
+    @property
+    def name(self) -> str:
+        """Unique per experiment: two entries of a study may run other methods in one setting."""
+        return f"{self.prefix}[{','.join(self.methods)}]"
 
     def context(self) -> dict:
         return {"setting": self.setting, "base_cfg": self.base_cfg, "device": self.device, "extra": self.extra,
@@ -360,7 +364,12 @@ def domains(args, root: Path) -> list:
     # resolved without reading any image: every impossible combination fails here, before any work
     plan = describe(setting, base_cfg, methods, seeds, args.beta, {"overrides": overrides} if overrides else {},
                     args.retune_at or ())
-    return [ClassificationDomain(args, root, plan, setting, base_cfg, overrides, resolve_device(args.device))]
+    dom = ClassificationDomain(args, root, plan, setting, base_cfg, overrides, resolve_device(args.device))
+    # the first seed's data in the driver: a broken data folder is one line (exit 2) before any job, and
+    # the serial executor's jobs reuse what is loaded here (not needed when every run is finished)
+    if not all((Path(root) / j.name / ".job" / "done.json").exists() for j in dom.jobs()):
+        _prepared(setting, seeds[0])
+    return [dom]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

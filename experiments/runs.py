@@ -42,13 +42,20 @@ def _name(v):
     return v
 
 
+def _regime(cfg: dict) -> dict:
+    """The run's regime as a dict with its ``name`` (every domain writes one; older segmentation and
+    blobs runs wrote the name alone)."""
+    reg = cfg.get("regime")
+    return reg if isinstance(reg, dict) else {"name": reg}
+
+
 def describe(run: RunDir, metric: str | None = None) -> RunInfo:
     """Domain, method, seed, setting columns and primary metric of one run directory."""
     cfg = run.config
     exp = cfg.get("experiment")
     if exp == "classification":
         ds = str(cfg.get("dataset"))
-        reg = cfg.get("regime") if isinstance(cfg.get("regime"), dict) else {"name": cfg.get("regime")}
+        reg = _regime(cfg)
         train = cfg.get("train", {}) if isinstance(cfg.get("train"), dict) else {}
         info = _dataset_info(ds)
         imbalanced = info.imbalanced if info is not None else None
@@ -60,13 +67,13 @@ def describe(run: RunDir, metric: str | None = None) -> RunInfo:
     if exp == "segmentation":
         q = cfg.get("query", {}) if isinstance(cfg.get("query"), dict) else {}
         preset = cfg.get("preset", {}) if isinstance(cfg.get("preset"), dict) else {}
-        setting = {"dataset": str(cfg.get("dataset")), "regime": cfg.get("regime"), "preset": preset.get("name"),
+        setting = {"dataset": str(cfg.get("dataset")), "regime": _regime(cfg).get("name"), "preset": preset.get("name"),
                    "query_size": q.get("query_size"), "patch_size": _name(q.get("patch")),
                    "epochs": preset.get("iterations")}
         return RunInfo("segmentation", cfg.get("method"), cfg.get("seed"), setting, metric or "mean_dice",
                        extra_metrics=("fg_fraction",) if metric in (None, "mean_dice") else ())
     # another experiment writing budget curves: dataset / regime from the config, first known metric
-    setting = {"dataset": _name(cfg.get("dataset")), "regime": _name(cfg.get("regime")),
+    setting = {"dataset": _name(cfg.get("dataset")), "regime": _name(_regime(cfg).get("name")),
                "paradigm": cfg.get("paradigm")}
     return RunInfo(str(exp or "unknown"), cfg.get("method"), cfg.get("seed"), setting, metric or _first_known(run))
 

@@ -409,7 +409,6 @@ class SegmentationStudyDomain:
         self.device, self.is_ph = device, is_ph
         self.ds_key = "phantoms" if is_ph else _safe(data.name)
         self.prefix = f"{DOMAIN}/{self.ds_key}/{args.regime}"
-        self.name = self.prefix
         self.ctx = {"data_root": data_root, "cache": Path(args.data_dir) if args.data_dir else None,
                     "split_seed": args.split_seed, "qs": qs, "preset": r["preset"], "plan": plan, "device": device,
                     "backend": r["backend"]}
@@ -418,7 +417,8 @@ class SegmentationStudyDomain:
         for seed in r["seeds"]:
             for m in r["methods"]:
                 config = {"experiment": "segmentation", "dataset": data.name, "data_key": data.data_key,
-                          "regime": args.regime, "method": m, "beta": args.beta, "seed": seed,
+                          "regime": {"name": args.regime, "query_size": qs.query_size, "loops": qs.loops},
+                          "method": m, "beta": args.beta, "seed": seed,
                           "preset": asdict(r["preset"]), "query": qs.to_dict(), "plan": plan.to_dict(),
                           "overlap": args.overlap, "split_seed": args.split_seed, "seeding": SEEDING,
                           "backend": r["backend"], "mirror": data.mirror, "start_notes": start_notes[seed]}
@@ -433,6 +433,11 @@ class SegmentationStudyDomain:
             key = _full_data_key(data, r["preset"], plan, r["backend"])
             self.full_name = f"{DOMAIN}/{self.ds_key}/full_data/{r['preset'].name}-{key}"
         self.report: dict = {}
+
+    @property
+    def name(self) -> str:
+        """Unique per experiment: two entries of a study may run other methods in one setting."""
+        return f"{self.prefix}[{','.join(self.r['run_name'][m] for m in self.r['methods'])}]"
 
     def context(self) -> dict:
         return self.ctx

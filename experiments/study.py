@@ -9,6 +9,8 @@ A study file (TOML)::
     out = "runs/ch6"            # output root (default: runs/<file name>)
     preset = "laptop"           # thesis | laptop | smoke (the command line's --preset wins)
     seeds = 3                   # also: seed_offset, device
+    [presets.smoke]             # keys that replace the ones above under --preset smoke (a smaller grid)
+    seeds = 2
     [executor]                  # where the jobs run (the command line's flags win)
     kind = "ray"                # serial | ray | slurm; also workers, threads, gpus_per_run, ray_address,
     workers = 2                 # retries, slurm_partition, slurm_time, slurm_gpus,
@@ -42,7 +44,8 @@ from experiments.common import (Parser, Progress, add_executor_args, choice, exe
 
 DOMAINS = {"classification": "experiments.cifar10", "segmentation": "experiments.segmentation",
            "values": "experiments.values", "blobs": "experiments.blobs"}
-TOP_KEYS = ("out", "preset", "seeds", "seed_offset", "device", "executor", "title")
+TOP_KEYS = ("out", "preset", "seeds", "seed_offset", "device", "executor", "title", "presets")
+PRESET_NAMES = ("thesis", "laptop", "smoke")
 EXECUTOR_KEYS = {"kind": "executor", "workers": "workers", "threads": "threads", "gpus_per_run": "gpus_per_run",
                  "ray_address": "ray_address", "retries": "retries", "slurm_partition": "slurm_partition",
                  "slurm_time": "slurm_time", "slurm_gpus": "slurm_gpus",
@@ -166,6 +169,24 @@ def _read_toml(path: str) -> dict:
         raise UserError(f"{path}: cannot read ({e.__class__.__name__})") from None
 
 
+def _with_preset(spec: dict, override: str | None, path: str) -> dict:
+    """The file's ``[presets.<name>]`` table (of the preset in use) replaces those top-level keys: a
+    thesis grid can name a smaller grid for ``--preset smoke`` (CI) or ``laptop``."""
+    presets = spec.get("presets", {})
+    if not isinstance(presets, dict) or not all(isinstance(v, dict) for v in presets.values()):
+        raise UserError(f"{path}: presets must be tables ([presets.smoke], ...)")
+    for name, table in presets.items():
+        if name not in PRESET_NAMES:
+            raise UserError(f"{path}: presets.{name}: unknown preset (valid: {', '.join(PRESET_NAMES)})")
+        for key in table:
+            if key in ("presets", "out", "preset") or key not in list(TOP_KEYS) + list(DOMAINS):
+                raise UserError(f"{path}: presets.{name}: key {key!r} cannot be set per preset "
+                                f"(valid: seeds, seed_offset, device, executor, title, {', '.join(DOMAINS)})")
+    preset = override or spec.get("preset")
+    chosen = presets.get(preset, {}) if isinstance(preset, str) else {}
+    return {**{k: v for k, v in spec.items() if k != "presets"}, **chosen}
+
+
 def load_study(path: str, overrides: argparse.Namespace | None = None) -> tuple[Study, argparse.Namespace, Path]:
     """(study, executor args, out) from a study file; every problem is one ``UserError`` line."""
     p = Path(path)
@@ -175,6 +196,7 @@ def load_study(path: str, overrides: argparse.Namespace | None = None) -> tuple[
         if key not in valid:
             raise UserError(f"{path}: unknown key {key!r} (valid: {', '.join(valid)})")
     ov = overrides or argparse.Namespace()
+    spec = _with_preset(spec, getattr(ov, "preset", None), path)
     out = Path(getattr(ov, "out", None) or spec.get("out") or Path("runs") / p.stem)
     if not isinstance(spec.get("out", ""), str):
         raise UserError(f"{path}: out must be a string")

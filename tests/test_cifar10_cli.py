@@ -25,7 +25,7 @@ def cli(*args, env=None):
 def test_smoke_end_to_end_writes_runs_plots_table(tmp_path):
     r = cli("--preset", "smoke", "--seeds", "2", "--method", "random", "bald", "badge", "--out", str(tmp_path), "--quiet")
     assert r.returncode == 0, r.stderr
-    root = tmp_path / "fashion_mnist" / "low" / "supervised"
+    root = tmp_path / "classification" / "fashion_mnist" / "low" / "supervised"
     for f in ("curves.png", "table.md", "table.csv", "ppm.png"):
         assert (root / f).stat().st_size > 0, f
     recs = [json.loads(x) for x in (root / "badge" / "seed1" / "cycles.jsonl").read_text().splitlines()]
@@ -90,7 +90,7 @@ def test_kill_and_resume_gives_identical_final_records(tmp_path, monkeypatch):
         main(args + ["--out", str(tmp_path / "cut")])
     monkeypatch.delenv("REALISTIC_AL_CRASH_AFTER_CYCLE")
     assert main(args + ["--out", str(tmp_path / "cut"), "--resume"]) == 0
-    run = Path("fashion_mnist/low/supervised/entropy/seed0/state.json")
+    run = Path("classification/fashion_mnist/low/supervised/entropy/seed0/state.json")
     strip = lambda p: [{k: v for k, v in r.items() if k != "timings"} for r in json.loads(p.read_text())["records"]]
     assert strip(tmp_path / "cut" / run) == strip(tmp_path / "full" / run)
     assert len(strip(tmp_path / "full" / run)) == 3
@@ -102,7 +102,7 @@ def test_paradigms_end_to_end(tmp_path, paradigm):
     from experiments.cifar10 import main
     assert main(["--preset", "smoke", "--seeds", "1", "--method", "random", "badge", "--paradigm", paradigm,
                  "--out", str(tmp_path), "--quiet"]) == 0
-    root = tmp_path / "fashion_mnist" / "low" / paradigm
+    root = tmp_path / "classification" / "fashion_mnist" / "low" / paradigm
     recs = [json.loads(x) for x in (root / "badge" / "seed0" / "cycles.jsonl").read_text().splitlines()]
     cfg = json.loads((root / "badge" / "seed0" / "config.json").read_text())["config"]
     if paradigm == "fixmatch":  # query size 3 x start
@@ -118,7 +118,7 @@ def test_tune_best_trial_is_used_by_all_cycles(tmp_path):
     from experiments.cifar10 import main
     args = ["--preset", "smoke", "--seeds", "1", "--method", "random", "entropy", "--tune", "--out", str(tmp_path), "--quiet"]
     assert main(args) == 0
-    root = tmp_path / "fashion_mnist" / "low" / "supervised"
+    root = tmp_path / "classification" / "fashion_mnist" / "low" / "supervised"
     best = json.loads((root / "tuning" / "seed0" / "best.json").read_text())
     for m in ("random", "entropy"):
         cfg = json.loads((root / m / "seed0" / "config.json").read_text())["config"]

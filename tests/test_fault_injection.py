@@ -150,7 +150,7 @@ def every_point(points):
     return points
 
 
-REPORT_FILES = ("curve.png", "table.md", "table.csv", "ppm.png", "queries.png", "summary.json")
+REPORT_FILES = ("curves.png", "table.md", "table.csv", "ppm.png", "queries.png", "summary.json")
 
 
 def distinct_points(points):

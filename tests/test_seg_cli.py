@@ -31,8 +31,8 @@ def smoke_run(tmp_path_factory):
 
 
 def test_smoke_run_writes_everything(smoke_run, capsys):
-    setting = smoke_run / "phantoms" / "low"
-    for f in ("curve.png", "table.md", "table.csv", "ppm.png", "queries.png", "summary.json"):
+    setting = smoke_run / "segmentation" / "phantoms" / "low"
+    for f in ("curves.png", "table.md", "table.csv", "ppm.png", "queries.png", "summary.json"):
         assert (setting / f).stat().st_size > 0, f
     for m in ("random_fg33", "claspe"):
         recs = _records(setting / m / "seed0")
@@ -68,13 +68,13 @@ def test_resume_after_crash_gives_identical_records(smoke_run, tmp_path, monkeyp
     monkeypatch.setenv("REALISTIC_AL_CRASH_AFTER_CYCLE", "1")
     with pytest.raises(SimulatedCrash):
         main(args)
-    run = tmp_path / "phantoms" / "low" / "claspe" / "seed0"
+    run = tmp_path / "segmentation" / "phantoms" / "low" / "claspe" / "seed0"
     assert len(_records(run)) == 2 and not (run / "DONE").exists()
     monkeypatch.delenv("REALISTIC_AL_CRASH_AFTER_CYCLE")
     with pytest.raises(UserError, match="--resume"):
         main(args)
     assert main(args + ["--resume"]) == 0
-    assert _records(run) == _records(smoke_run / "phantoms" / "low" / "claspe" / "seed0")
+    assert _records(run) == _records(smoke_run / "segmentation" / "phantoms" / "low" / "claspe" / "seed0")
 
 
 def _bad_dataset(root: Path):
@@ -100,13 +100,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_no_run(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "labelsTr/k2.nii.gz" in lines[0]
-    assert not (out / "Bad").exists()
+    assert not (out / "segmentation").exists()
 
 
 def test_query_patch_larger_than_image_names_the_file(tmp_path):
     with pytest.raises(UserError, match=r"labelsTr/phantom_\d+\.nii\.gz: query patch \(30, 30, 30\) is larger"):
         main(["--preset", "smoke", "--quiet", "--out", str(tmp_path), "--patch-size", "30", "30", "30"])
-    assert not (tmp_path / "phantoms").exists()
+    assert not (tmp_path / "segmentation").exists()
 
 
 def test_make_phantoms_cli(tmp_path):

@@ -30,7 +30,7 @@ def test_nnunet_backend_two_al_loops(tmp_path):
     assert main(["--dataset", str(root), "--preset", "smoke", "--backend", "nnunet", "--loops", "2",
                  "--iterations", "4", "--query-size", "14", "--method", "claspe", "--no-full-data", "--quiet",
                  "--out", str(out)]) == 0
-    run = out / "BrainDeepGM" / "low" / "claspe" / "seed0"
+    run = out / "segmentation" / "BrainDeepGM" / "low" / "claspe" / "seed0"
     cfg, records = load_run(run)
     assert cfg["backend"] == "nnunet" and [r["budget"] for r in records] == [14, 28]
     assert len(records[0]["queried"]) == 14 and (run / "DONE").exists()

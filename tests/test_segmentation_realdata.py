@@ -124,7 +124,7 @@ def test_small_real_dataset_runs_where_the_thesis_rule_refuses(tmp_path):
     out = tmp_path / "out"
     assert main(["--dataset", str(root), "--preset", "smoke", "--quiet", "--out", str(out), "--method", "random_fg33",
                  "--loops", "2", "--query-size", "24", "--no-full-data"]) == 0
-    run = out / "BrainDeepGMLR" / "low" / "random_fg33" / "seed0"
+    run = out / "segmentation" / "BrainDeepGMLR" / "low" / "random_fg33" / "seed0"
     cfg, records = load_run(run)
     assert [r["budget"] for r in records] == [24, 48]
     assert cfg["mirror"] is False and cfg["backend"] == "monai"

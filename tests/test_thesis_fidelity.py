@@ -238,7 +238,7 @@ def test_dry_run_cli_prints_json_and_writes_nothing(tmp_path):
 def test_query_size_rounds_and_beta_run_end_to_end(tmp_path):
     assert main(["--preset", "smoke", "--seeds", "1", "--method", "power_entropy", "--query-size", "20",
                  "--rounds", "4", "--beta", "5", "--out", str(tmp_path), "--quiet"]) == 0
-    run = tmp_path / "fashion_mnist" / "low-qs20-r4-beta5" / "supervised" / "power_entropy" / "seed0"
+    run = tmp_path / "classification" / "fashion_mnist" / "low-qs20-r4-beta5" / "supervised" / "power_entropy" / "seed0"
     recs = [json.loads(x) for x in (run / "cycles.jsonl").read_text().splitlines()]
     assert [r["budget"] for r in recs] == [50, 70, 90, 110]
     assert all(r["query"]["detail"]["beta"] == 5.0 for r in recs[:-1])
@@ -250,7 +250,7 @@ def test_query_size_rounds_and_beta_run_end_to_end(tmp_path):
 def test_retune_at_budget_retrains_with_the_selected_hps(tmp_path):
     assert main(["--preset", "smoke", "--seeds", "1", "--method", "random", "--retune-at", "100",
                  "--out", str(tmp_path), "--quiet"]) == 0
-    root = tmp_path / "fashion_mnist" / "low-retune100" / "supervised"
+    root = tmp_path / "classification" / "fashion_mnist" / "low-retune100" / "supervised"
     recs = [json.loads(x) for x in (root / "random" / "seed0" / "cycles.jsonl").read_text().splitlines()]
     best = json.loads((root / "tuning" / "seed0" / "retune" / "random" / "budget100" / "best.json").read_text())
     assert set(best["params"]) == {"lr", "weight_decay"} and len(best["trials"]) == 4
@@ -371,12 +371,12 @@ def test_segmentation_beta_reaches_the_run_and_names_its_directory(tmp_path):
     from experiments.segmentation import main as seg_main
     assert seg_main(["--preset", "smoke", "--quiet", "--out", str(tmp_path), "--method", "clap_pe", "--beta", "3",
                      "--no-full-data"]) == 0
-    run = tmp_path / "phantoms" / "low" / "clap_pe_b3" / "seed0"
+    run = tmp_path / "segmentation" / "phantoms" / "low" / "clap_pe_b3" / "seed0"
     cfg = json.loads((run / "config.json").read_text())["config"]
     recs = json.loads((run / "state.json").read_text())["records"]
     assert cfg["beta"] == 3.0 and "beta_schedule" not in cfg
     assert [r["query"]["detail"]["beta"] for r in recs[:-1]] == [3.0] * 4
-    assert "ClaP PE β=3" in (tmp_path / "phantoms" / "low" / "table.md").read_text()
+    assert "ClaP PE β=3" in (tmp_path / "segmentation" / "phantoms" / "low" / "table.md").read_text()
 
 
 def test_segmentation_precomputed_variant_replays_the_queries(tmp_path, capsys):
@@ -384,7 +384,7 @@ def test_segmentation_precomputed_variant_replays_the_queries(tmp_path, capsys):
     from experiments.segmentation import main as seg_main
     base = ["--preset", "smoke", "--quiet", "--out", str(tmp_path), "--method", "pe", "--no-full-data"]
     assert seg_main(base) == 0
-    setting = tmp_path / "phantoms" / "low"
+    setting = tmp_path / "segmentation" / "phantoms" / "low"
     assert seg_main(base + ["--queries-from", str(setting), "--iterations", "3"]) == 0
     src = json.loads((setting / "pe" / "seed0" / "state.json").read_text())["records"]
     rep = json.loads((setting / "pe_precomputed" / "seed0" / "state.json").read_text())["records"]
@@ -398,4 +398,4 @@ def test_segmentation_precomputed_variant_replays_the_queries(tmp_path, capsys):
                                      "--data-dir", str(tmp_path / "data")])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "another query" in err and "data_key" not in err and err.count("\n") == 1
-    assert not (tmp_path / "x" / "phantoms" / "low").exists()
+    assert not (tmp_path / "x" / "segmentation" / "phantoms" / "low").exists()
