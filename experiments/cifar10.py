@@ -175,6 +175,7 @@ def setting_dir(args) -> str:
 # deterministic round-0 model; elsewhere a job rebuilds both (same numbers: same seeds, same threads).
 _PREPARED: dict = {}
 _ROUND0: dict = {}
+_CHECKED: set = set()   # datasets the driver has read once (their files are valid)
 
 
 def _prepared(setting, seed: int):
@@ -367,8 +368,10 @@ def domains(args, root: Path) -> list:
     dom = ClassificationDomain(args, root, plan, setting, base_cfg, overrides, resolve_device(args.device))
     # the first seed's data in the driver: a broken data folder is one line (exit 2) before any job, and
     # the serial executor's jobs reuse what is loaded here (not needed when every run is finished)
-    if not all((Path(root) / j.name / ".job" / "done.json").exists() for j in dom.jobs()):
+    checked = (args.dataset, args.data_dir, args.preset, args.image_size)
+    if checked not in _CHECKED and not all((Path(root) / j.name / ".job" / "done.json").exists() for j in dom.jobs()):
         _prepared(setting, seeds[0])
+        _CHECKED.add(checked)   # once per dataset: a study file's other settings read the same files
     return [dom]
 
 
