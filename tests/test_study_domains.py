@@ -20,7 +20,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "REALISTIC
 needs_fmnist = pytest.mark.skipif(not (DEBIAN_FMNIST / "train-labels-idx1-ubyte.gz").exists(),
                                   reason="Debian dataset-fashion-mnist not installed")
 
-# all three domains, 2 methods × 2 seeds each (values: two models), tiny sizes
+# all three domains, 2 methods × 2 seeds each (values: two prediction models on one net), tiny sizes
 THREE = """
 seeds = 2
 preset = "smoke"
@@ -30,11 +30,11 @@ method = ["random", "badge"]
 method = ["random_fg33", "pe"]
 ensemble = 1
 iterations = 2
-loops = 3
+loops = 2
 no_full_data = true
 [[values]]
 dataset = "toy2d"
-models = ["softmax", "ensemble"]
+models = ["softmax", "tta"]          # one trained net per seed, two prediction models
 tasks = ["seg", "al"]
 no_plots = true
 """
