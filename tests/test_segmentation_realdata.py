@@ -75,7 +75,7 @@ def test_mirror_policy_names_and_override(tmp_path):
     assert lateral_labels(["bg", "left_kidney", "Head_of_femur_L", "RightKidney", "lh_thalamus", "spleen"]) == [
         "left_kidney", "Head_of_femur_L", "RightKidney", "lh_thalamus"]
     assert mirror_policy(["bg", "kidney_left"], None)[0] is False
-    assert mirror_policy(["bg", "kidney_left"], True) == (True, 'dataset.json "mirror": true')
+    assert mirror_policy(["bg", "kidney_left"], True) == (True, True, 'dataset.json "mirror": true')
     assert mirror_policy(["bg", "liver"], False)[0] is False
     # dataset.json "mirror" must be a boolean; a declared false switches mirroring off
     import nibabel as nib
