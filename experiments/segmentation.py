@@ -382,6 +382,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.loops < 2:
             raise UserError("--loops must be >= 2 (the starting budget and at least one query)")
         preset = replace(preset, loops=args.loops)
+    from segmentation.plans import check_query_flags
+    check_query_flags(args.query_scale, args.query_size is not None or args.loops is not None, args.patch_half,
+                      args.patch_size is not None)
     backend = args.backend or preset.backend
     if backend == "nnunet":
         from segmentation.nnunet import require

@@ -189,6 +189,15 @@ def half_patch(setting: DatasetSetting | None, patch: tuple) -> tuple:
     return tuple(max(1, int(v) // 2) for v in patch)
 
 
+def check_query_flags(query_scale, schedule_set: bool, patch_half: bool, patch_set: bool) -> None:
+    """Flag combinations that contradict each other (checked before any data is read)."""
+    if query_scale is not None and schedule_set:
+        raise UserError("--query-scale keeps the starting and the total budget and sets the query size and the "
+                        "loops; do not combine it with --query-size or --loops")
+    if patch_half and patch_set:
+        raise UserError("--patch-half halves the dataset's query patch size; do not combine it with --patch-size")
+
+
 def query_setting(setting: DatasetSetting | None, regime: str, n_classes: int, lcc_bbox: dict, *,
                   patch_override=None, query_size_override=None, stride_override=None, ppi_override=None,
                   loops: int = N_LOOPS, start_override=None, query_scale: float | None = None,
@@ -201,11 +210,8 @@ def query_setting(setting: DatasetSetting | None, regime: str, n_classes: int, l
     the same total budget, so the loops become 1 + (loops − 1)/F (ACDC Low ×½: 30 + 8 × 15).
     ``patch_half``: Patch×½ (:func:`half_patch`)."""
     notes = []
-    if query_scale is not None and (query_size_override is not None or loops != N_LOOPS):
-        raise UserError("--query-scale keeps the starting and the total budget and sets the query size and the "
-                        "loops; do not combine it with --query-size or --loops")
-    if patch_half and patch_override is not None:
-        raise UserError("--patch-half halves the dataset's query patch size; do not combine it with --patch-size")
+    check_query_flags(query_scale, query_size_override is not None or loops != N_LOOPS, patch_half,
+                      patch_override is not None)
     if setting is not None and setting.patch_zyx is not None:
         patch = tuple(reversed(setting.patch_zyx))
         stride = tuple(reversed(setting.agg_stride_zyx))
