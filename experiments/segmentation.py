@@ -9,7 +9,9 @@ Examples::
 Protocol (thesis ch. 7–8): the query unit is a 3D box of the query patch size in the resampled
 voxel grid; unannotated voxels carry an ignore label excluded from the Dice+CE loss; a K-fold
 DynUNet ensemble is retrained from scratch in each of 5 loops; starting budget = query size = 20 %
-of the Label-Regime budget (two class-seeded patches per label + Random 33 % FG); patch scores are
+of the Label-Regime budget (two class-seeded patches per label + Random 33 % FG; --start-size,
+--query-size, --loops and the ablations --query-scale / --patch-half change them independently; a
+schedule that cannot fit the dataset is capped or refused before training); patch scores are
 window means of voxel uncertainty, picked greedily without overlap.  Outputs, under
 OUT/DATASET/REGIME/: one run directory per method and seed (resumable with --resume), curve.png
 (mean Dice vs. annotated patches), table.md/.csv (AUBC, Final Dice, FG-Eff), ppm.png and
@@ -271,9 +273,11 @@ def _train_labels(data):
     return lambda j: np.asarray(data.label(int(data.train[j])))
 
 
-def _user_schedule(args) -> bool:
-    """Did the user set the query schedule (then a schedule that does not fit is refused, not capped)?"""
-    return any(getattr(args, k) is not None for k in ("query_size", "start_size", "loops", "query_scale"))
+def _user_schedule(args) -> set:
+    """The parts of the query schedule the user set (never capped to fit the dataset; see segmentation.budget)."""
+    if args.query_scale is not None:   # the thesis ablation keeps the starting and the total budget
+        return {"start", "query"}
+    return {k for k, v in (("start", args.start_size), ("query", args.query_size)) if v is not None}
 
 
 def resolve_query(args, setting, n_classes: int, lcc_bbox: dict, preset):

@@ -15,11 +15,13 @@ that total may not fit: the loop would die at its fourth query with "only 15 of 
   it.  A schedule may use :data:`MARGIN` of the capacity (the score-greedy methods pack at least
   as densely as a random fill).
 * a schedule within the capacity runs unchanged;
-* a **default** schedule that does not fit (nothing set by the user) is scaled down — the query
-  size and the starting budget by the same factor, the loops kept (§D.5: "we do not advise to
-  reduce the number of AL loops") — with a note that the CLI prints and the run's config records;
-* a schedule the **user** set (``--query-size``, ``--start-size``, ``--loops``, ``--query-scale``)
-  that does not fit is refused in one line naming the largest query size that fits.
+* a schedule that does not fit has its **default** parts capped — with nothing set by the user the
+  query size and the starting budget by the same factor; with ``--query-size`` set, the starting
+  budget; with ``--start-size`` set, the query size — the loops kept (§D.5: "we do not advise to
+  reduce the number of AL loops"), with a note that the CLI prints and the run's config records;
+* where the parts the **user** set cannot fit (both sizes, or ``--query-scale``, which keeps the
+  thesis' starting and total budget), the run is refused in one line naming the largest query size
+  that fits.
 """
 from __future__ import annotations
 
@@ -84,45 +86,53 @@ def family_fill(shapes, qs: QuerySetting, n_classes: int, label_of, seed: int = 
     return min(counts)
 
 
-def fit_schedule(qs: QuerySetting, shapes, n_labels: int, user_set: bool, seed: int = 0,
+def fit_schedule(qs: QuerySetting, shapes, n_labels: int, user_set=(), seed: int = 0,
                  label_of=None) -> QuerySetting:
     """``qs`` if its schedule fits the train+pool images ``shapes`` (module docstring), else the
-    scaled-down default schedule with a note in ``qs.notes``; ``UserError`` where a user-set
-    schedule does not fit or no schedule with a valid starting budget (≥ one patch per label,
-    ``n_labels`` incl. background) fits."""
-    total = qs.start_size + (qs.loops - 1) * qs.query_size
+    schedule with its default parts capped and a note in ``qs.notes``.  ``user_set``: the parts the
+    user set — a subset of {"start", "query"} (True: both) — which are never changed: a schedule
+    whose user-set parts alone do not fit, or that leaves no starting budget of one patch per label
+    (``n_labels`` incl. background), is refused (``UserError``, one line).  The loops are never cut
+    (§D.5)."""
+    fixed = {"start", "query"} if user_set is True else set(user_set or ())
+    start, q, L1 = qs.start_size, qs.query_size, qs.loops - 1
+    total = start + L1 * q
     n_img = len(shapes)
-    per_query = n_img * qs.n_patch_per_image
-    if qs.query_size > per_query:
-        raise UserError(f"a query of {qs.query_size} patches cannot be met with at most {qs.n_patch_per_image} patches "
-                        f"per image in {n_img} train+pool images; lower --query-size or raise --n-patch-per-image")
+    per_query = n_img * qs.n_patch_per_image if qs.n_patch_per_image != qs.query_size else None
     pack = packing_capacity(shapes, qs.patch)
-    if total <= MARGIN * pack / 8:   # fits even a worst-case fill (each patch blocking 2× its size per axis)
-        return qs
+    if total <= MARGIN * pack / 8 and (per_query is None or q <= per_query):
+        return qs   # fits even a worst-case fill (each patch blocking 2× its size per axis)
     if label_of is not None:
         fill = family_fill(shapes, qs, n_labels - 1, label_of, seed)
     else:
         fill = min(random_fill(shapes, qs.patch, qs.agg_stride, seed + k) for k in range(DRAWS))
     usable = int(MARGIN * fill)
-    if total <= usable:
+    if total <= usable and (per_query is None or q <= per_query):
         return qs
     what = (f"about {fill} non-overlapping {'×'.join(map(str, qs.patch))} query patches fit into the {n_img} "
             f"train+pool images filled at random{'' if label_of is not None else ' (label-free estimate)'} "
-            f"({pack} with perfect packing); "
-            f"a schedule may use {usable}")
-    if user_set:
-        best = (usable - qs.start_size) // max(qs.loops - 1, 1)
+            f"({pack} with perfect packing); a schedule may use {usable}"
+            + (f", a query at most {per_query} ({qs.n_patch_per_image} per image)" if per_query is not None else ""))
+    head = f"{start} + {L1} × {q} = {total} patches over {qs.loops} loops do not fit: {what}"
+    cap_q = (lambda q_: q_ if per_query is None else min(q_, per_query))
+    if fixed >= {"start", "query"}:
+        best = cap_q((usable - start) // max(L1, 1))
         hint = (f"use --query-size {best} or less" if best >= 1 else
-                f"use a smaller --start-size (≤ {max(usable - (qs.loops - 1), 0)}) and --query-size")
-        raise UserError(f"{qs.start_size} + {qs.loops - 1} × {qs.query_size} = {total} patches over {qs.loops} loops do not "
-                        f"fit: {what}; {hint}, fewer --loops or a smaller --patch-size")
-    r = usable / total
-    q = int(np.floor(qs.query_size * r))
-    start = int(np.floor(qs.start_size * r))
+                f"use a smaller --start-size (≤ {max(usable - L1, 0)}) and --query-size")
+        raise UserError(f"{head}; {hint}, fewer --loops or a smaller --patch-size")
+    if "query" in fixed:
+        if per_query is not None and q > per_query:
+            raise UserError(f"{head}; use --query-size {per_query} or less, or raise --n-patch-per-image")
+        start = min(start, usable - L1 * q)
+    elif "start" in fixed:
+        q = cap_q(min(q, (usable - start) // max(L1, 1)))
+    else:
+        r = min(usable / total, 1.0)
+        q, start = cap_q(int(np.floor(q * r))), int(np.floor(start * r))
     if start < n_labels or q < 1:
-        raise UserError(f"{total} patches over {qs.loops} loops do not fit: {what}; even scaled down no starting budget "
-                        f"of one patch per label ({n_labels}) remains — use a smaller --patch-size or fewer --loops")
-    note = (f"schedule capped to fit the dataset: {qs.start_size} + {qs.loops - 1} × {qs.query_size} patches → "
-            f"{start} + {qs.loops - 1} × {q} ({what})")
-    return replace(qs, query_size=q, start_size=start, n_patch_per_image=min(qs.n_patch_per_image, max(q, 1))
-                   if qs.n_patch_per_image == qs.query_size else qs.n_patch_per_image, notes=[*qs.notes, note])
+        raise UserError(f"{head}; no schedule with a starting budget of one patch per label ({n_labels}) and at least one "
+                        "patch per query remains — use a smaller --patch-size, --query-size or fewer --loops")
+    note = (f"schedule capped to fit the dataset: {qs.start_size} + {L1} × {qs.query_size} patches → "
+            f"{start} + {L1} × {q} ({what})")
+    ppi = min(qs.n_patch_per_image, q) if qs.n_patch_per_image == qs.query_size else qs.n_patch_per_image
+    return replace(qs, query_size=q, start_size=start, n_patch_per_image=ppi, notes=[*qs.notes, note])

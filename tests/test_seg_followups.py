@@ -129,13 +129,21 @@ def test_default_schedule_is_capped_and_a_user_schedule_refused():
     assert "schedule capped" in capped.notes[-1] and "100 + 4 × 100" in capped.notes[-1]
     with pytest.raises(UserError, match=r"10 \+ 4 × 30 = 130 patches .* use --query-size \d+ or less"):
         fit_schedule(query_setting(None, "low", 2, {0: [[10, 10, 10]] * 2}, query_size_override=30, start_override=10),
-                     shapes, 3, True)
-    with pytest.raises(UserError, match=r"use a smaller --start-size"):   # --query-size alone keeps the D.5 start
-        fit_schedule(query_setting(None, "low", 2, {0: [[10, 10, 10]] * 2}, query_size_override=2), shapes, 3, True)
-    with pytest.raises(UserError, match="no starting budget of one patch per label"):
+                     shapes, 3, {"start", "query"})
+    # only --query-size set: the default starting budget is what gets capped, the user's query size stays
+    qs2 = fit_schedule(query_setting(None, "low", 2, {0: [[10, 10, 10]] * 2}, query_size_override=2), shapes, 3, {"query"})
+    assert qs2.query_size == 2 and 3 <= qs2.start_size < 100 and "100 + 4 × 2" in qs2.notes[-1]
+    # only --start-size set: the query size is capped
+    qs3 = fit_schedule(query_setting(None, "low", 2, {0: [[10, 10, 10]] * 2}, start_override=5), shapes, 3, {"start"})
+    assert qs3.start_size == 5 and 1 <= qs3.query_size < 100
+    with pytest.raises(UserError, match="no schedule with a starting budget of one patch per label"):
         fit_schedule(qs, [(10, 10, 10)], 3, user_set=False)
     ok = query_setting(None, "low", 2, {0: [[10, 10, 10]] * 2}, query_size_override=2, start_override=3)
     assert fit_schedule(ok, shapes, 3, user_set=True) is ok
+    # a thesis table's per-image limit (20 patches per image) caps a default query on few images
+    hip = query_setting(match_setting("Hippocampus"), "high", 2, {})                  # 60 patches per query
+    small = fit_schedule(hip, [(200, 200, 200)] * 2, 3, user_set=())
+    assert small.query_size <= 2 * 20 and small.n_patch_per_image == 20
 
 
 def test_small_dataset_default_is_capped_up_front_and_runs_every_loop(tmp_path, capsys, monkeypatch):
