@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field, asdict
 
 import numpy as np
@@ -148,7 +149,8 @@ def d5_patch_size(lcc_bbox: dict) -> tuple:
     if arr.size == 0:
         raise UserError("cannot derive a query patch size: no foreground in the train+pool labels")
     arr[arr == 0] = np.nan
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # a class absent from every image: dropped below
         per_class = np.nanmedian(arr, axis=0)  # [C, 3]
     per_class = per_class[np.isfinite(per_class).all(1)]
     if len(per_class) == 0:
