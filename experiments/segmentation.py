@@ -9,7 +9,9 @@ Examples::
 Protocol (thesis ch. 7–8): the query unit is a 3D box of the query patch size in the resampled
 voxel grid; unannotated voxels carry an ignore label excluded from the Dice+CE loss; a K-fold
 DynUNet ensemble is retrained from scratch in each of 5 loops; starting budget = query size = 20 %
-of the Label-Regime budget (two class-seeded patches per label + Random 33 % FG); patch scores are
+of the Label-Regime budget (two class-seeded patches per label + Random 33 % FG; --start-size,
+--query-size, --loops and the ablations --query-scale / --patch-half change them independently; a
+schedule that cannot fit the dataset is capped or refused before training); patch scores are
 window means of voxel uncertainty, picked greedily without overlap.  Outputs, under
 OUT/segmentation/DATASET/REGIME/: one run directory per method and seed (resumable with --resume),
 curves.png (mean Dice vs. annotated patches), table.md/.csv (AUBC, Final Dice, FG-Eff), ppm.png,
@@ -74,7 +76,17 @@ def build_parser() -> Parser:
                                                     "(default: OUT/data)")
     g.add_argument("--patch-size", type=int_arg(1), nargs=3, metavar=("X", "Y", "Z"),
                    help="query patch size in voxels of the resampled grid (default: Table C.2/D.1 or the D.5 rule)")
-    g.add_argument("--query-size", type=int_arg(1), metavar="N", help="patches per loop = starting budget (default: per regime)")
+    g.add_argument("--query-size", type=int_arg(1), metavar="N",
+                   help="patches per AL query (loops 2, 3, ...); the starting budget stays the regime's (default: per "
+                        "regime, = the starting budget: 20 %% of the Label-Regime budget)")
+    g.add_argument("--start-size", type=int_arg(1), metavar="N",
+                   help="starting budget in patches (default: the regime's, = its query size)")
+    g.add_argument("--query-scale", type=positive_float("--query-scale"), metavar="F",
+                   help="the query-size ablation of Tables C.4/C.5 (QSx2 / QSx1/2): query size × F with the same "
+                        "starting and total budget, so 1 + 4/F loops (2: 3 loops, 0.5: 9 loops)")
+    g.add_argument("--patch-half", action="store_true",
+                   help="Patch×½ ablation (Tables C.8/C.9/D.4): the query patch halved along each axis, the same "
+                        "number of patches (thesis datasets: the reference code's sizes, e.g. AMOS 16×32×32)")
     g.add_argument("--agg-stride", type=int_arg(1), nargs=3, metavar=("X", "Y", "Z"),
                    help="stride of the candidate-patch grid (default: per dataset; 1 for phantoms)")
     g.add_argument("--n-patch-per-image", type=int_arg(1), metavar="N", help="max patches per image per query (default 20)")
@@ -231,41 +243,77 @@ def variant_label(m: str, qm, args) -> str:
     return (f" β={beta:g}" if beta not in (None, 1.0) else "") + (f" ({schedule})" if schedule not in (None, "exponential") else "")
 
 
-def dry_run_config(args, preset, methods: list, seed_list: list) -> dict:
-    """``--dry-run``: the protocol resolved without writing anything — the dataset facts of its
-    ``dataset.json`` (phantoms: the generator's), the Label Regime's query setting where the thesis
-    tables fix it (Table C.2 / D.1; --patch-size / --query-size), every loop's budget, the methods with
-    the β of every query, the preset.  What only the data's fingerprint decides (the D.5 query patch of
-    a new dataset, the network plan) is listed under ``resolved_at_run_time``."""
-    from core import query, selection
-    from segmentation import msd
-    from segmentation.phantoms import CLASS_NAMES
-    from segmentation.plans import match_setting, query_setting
-    from segmentation.query import BETA0, BETA_HORIZON, BETA_MAX
+def _train_labels(data):
+    """label_of(j) of train+pool image j for the schedule check; None where the labels are not at hand
+    (a dry run of a dataset too large to hold its labels in memory)."""
+    if data.mem_labels is None and not (data.cache_dir / "manifest.json").is_file():
+        return None
+    return lambda j: np.asarray(data.label(int(data.train[j])))
+
+
+def _user_schedule(args) -> set:
+    """The parts of the query schedule the user set (never capped to fit the dataset; see segmentation.budget)."""
+    if args.query_scale is not None:   # the thesis ablation keeps the starting and the total budget
+        return {"start", "query"}
+    return {k for k, v in (("start", args.start_size), ("query", args.query_size)) if v is not None}
+
+
+def resolve_query(args, setting, n_classes: int, lcc_bbox: dict, preset):
+    """The query setting from the dataset's table / the D.5 rule and the flags."""
+    from segmentation.plans import query_setting
+    return query_setting(setting, args.regime, n_classes, lcc_bbox, patch_override=args.patch_size,
+                         query_size_override=args.query_size, stride_override=args.agg_stride,
+                         ppi_override=args.n_patch_per_image, loops=preset.loops, start_override=args.start_size,
+                         query_scale=args.query_scale, patch_half=args.patch_half)
+
+
+def _dry_run_data(args, preset):
+    """(inspected dataset, is_phantoms) for ``--dry-run``, nothing written under --out/--data-dir: the
+    generated datasets (phantoms, brain) are read where an earlier run wrote them, else generated
+    into a temporary folder that is removed again; a cache an earlier run built is read."""
+    import contextlib
+    import tempfile
+    from segmentation.data import inspect
+    from segmentation.phantoms import GENERATOR_VERSION, write_phantoms
+    data_dir = Path(args.data_dir) if args.data_dir else Path(args.out) / "data"
     is_ph = args.dataset == "phantoms"
-    if is_ph:
-        name, class_names = "phantoms", CLASS_NAMES
-        facts = {"cases": preset.phantom_n, "shape": [preset.phantom_size] * 3, "generated": "on first use (seeded)"}
-    else:
-        layout = msd.read_layout(Path(args.dataset))
-        name, class_names = layout.name, layout.class_names
-        facts = {"cases": len(layout.cases), "channels": layout.channel_names, "train_pool_test_split": "75/25"}
-    facts["class_names"] = class_names
-    setting = match_setting(name if not is_ph else "phantoms", is_ph) or match_setting(Path(args.dataset).name)
-    later = ["network plan (patch size, pooling, filters) from the median shape and spacing"]
-    try:
-        qs = query_setting(setting, args.regime, len(class_names) - 1, {}, patch_override=args.patch_size,
-                           query_size_override=args.query_size, stride_override=args.agg_stride,
-                           ppi_override=args.n_patch_per_image, loops=preset.loops)
-        q = qs.to_dict()
-    except UserError:   # the D.5 patch rule needs the labels' connected components
-        qs = query_setting(setting, args.regime, len(class_names) - 1, {"_": [[1, 1, 1]]}, patch_override=(1, 1, 1),
-                           query_size_override=args.query_size, stride_override=args.agg_stride,
-                           ppi_override=args.n_patch_per_image, loops=preset.loops)
-        q = {**qs.to_dict(), "patch": "D.5 rule: median largest-component bounding box of the train+pool labels",
-             "notes": [n for n in qs.notes if "--patch-size" not in n]}
-        later.insert(0, "query patch size (D.5 rule)")
-    q["budgets"] = [qs.query_size * (k + 1) for k in range(qs.loops)]
+    with contextlib.ExitStack() as stack:
+        if is_ph or args.dataset in ("brain", "brain-lr"):
+            name = (f"phantoms-v{GENERATOR_VERSION}-n{preset.phantom_n}-s{preset.phantom_size}-seed0" if is_ph
+                    else args.dataset)
+            root = data_dir / name
+            if not (root / "dataset.json").is_file():
+                root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="seg-dry-run-"))) / name
+                if is_ph:
+                    write_phantoms(root, n=preset.phantom_n, size=preset.phantom_size, seed=0)
+                else:
+                    from segmentation.realdata import write_brain_dataset
+                    write_brain_dataset(root, n=20, lateral=args.dataset == "brain-lr")
+        else:
+            root = Path(args.dataset)
+        return inspect(root, data_dir / "cache", split_seed=args.split_seed), is_ph
+
+
+def dry_run_config(args, preset, methods: list, seed_list: list, backend: str) -> dict:
+    """``--dry-run``: the protocol fully resolved without writing anything — the dataset's split,
+    target spacing, median shape and classes (:func:`segmentation.data.inspect`: from the headers and
+    the train+pool labels, or an existing cache), the query setting (Table C.2 / D.1 or the D.5 patch
+    rule; the flags), the schedule checked against the dataset (capped or refused as a run would be,
+    :mod:`segmentation.budget`), every loop's budget, the network plan, the mirroring policy, the
+    methods with the β of every query, the preset."""
+    from core import query, selection
+    from segmentation.budget import fit_schedule
+    from segmentation.plans import match_setting, plan_network
+    from segmentation.query import BETA0, BETA_HORIZON, BETA_MAX
+    data, is_ph = _dry_run_data(args, preset)
+    setting = match_setting(data.name, is_ph) or match_setting(Path(args.dataset).name)
+    qs = resolve_query(args, setting, data.n_classes, data.lcc_bbox, preset)
+    _check_patch_fits(data, qs)
+    qs = fit_schedule(qs, [data.shapes[int(c)] for c in data.train], data.n_classes + 1, _user_schedule(args),
+                      seed=args.split_seed, label_of=_train_labels(data))
+    fp = data.fingerprint()
+    plan = plan_network(fp["median_shape"], data.spacing, preset)
+    q = {**qs.to_dict(), "start_size": qs.start_size, "budgets": qs.budgets}
     qms = {m: query.get("segmentation", m) for m in methods}
     betas = {}
     for m, qm in qms.items():
@@ -274,16 +322,21 @@ def dry_run_config(args, preset, methods: list, seed_list: list) -> dict:
         elif m in ("claspe", "claspe33"):
             betas[m] = [round(selection.scheduled_beta(t, BETA_HORIZON, BETA0, BETA_MAX, args.beta_schedule), 4)
                         for t in range(qs.loops - 1)]
-    ds_key = "phantoms" if is_ph else _safe(name)
-    return {"experiment": "segmentation", "dataset": name, "dataset_facts": facts, "regime": args.regime,
-            "query": q, "methods": {m: {"label": qm.label + variant_label(m, qm, args), "description": qm.description,
-                                        "run_dir": m + variant_suffix(m, qm, args)
-                                        + ("_precomputed" if args.queries_from else "")} for m, qm in qms.items()},
+    ds_key = "phantoms" if is_ph else _safe(data.name)
+    facts = {"cases": len(data.cases), "train_pool": fp["n_train"], "test": fp["n_test"], "class_names": data.class_names,
+             "channels": data.channel_names, "target_spacing": list(data.spacing), "median_shape": fp["median_shape"],
+             "mirror_train": data.mirror, "mirror_test": bool(preset.tta_test and data.test_mirror),
+             "mirror_reason": data.mirror_reason}
+    return {"experiment": "segmentation", "dataset": data.name, "dataset_facts": facts, "regime": args.regime,
+            "query": q, "backend": backend,
+            "network_plan": plan.to_dict() if backend == "monai" else "nnU-Net 3d_fullres plans (its own planner)",
+            "methods": {m: {"label": qm.label + variant_label(m, qm, args), "description": qm.description,
+                            "run_dir": m + variant_suffix(m, qm, args)
+                            + ("_precomputed" if args.queries_from else "")} for m, qm in qms.items()},
             "queries_from": args.queries_from,
             "beta": args.beta, "beta_schedule": args.beta_schedule, "beta_per_query": betas,
             "preset": asdict(preset), "overlap": args.overlap, "split_seed": args.split_seed, "seeds": seed_list,
-            "full_data_reference": not args.no_full_data, "out": str(Path(args.out) / DOMAIN / ds_key / args.regime),
-            "resolved_at_run_time": later}
+            "full_data_reference": not args.no_full_data, "out": str(Path(args.out) / DOMAIN / ds_key / args.regime)}
 
 
 DOMAIN = "segmentation"
@@ -306,6 +359,9 @@ def _resolve(args) -> dict:
         if args.loops < 2:
             raise UserError("--loops must be >= 2 (the starting budget and at least one query)")
         preset = replace(preset, loops=args.loops)
+    from segmentation.plans import check_query_flags
+    check_query_flags(args.query_scale, args.query_size is not None or args.loops is not None, args.patch_half,
+                      args.patch_size is not None)
     backend = args.backend or preset.backend
     if backend == "nnunet":
         from segmentation.nnunet import require
@@ -422,6 +478,8 @@ class SegmentationStudyDomain:
                           "preset": asdict(r["preset"]), "query": qs.to_dict(), "plan": plan.to_dict(),
                           "overlap": args.overlap, "split_seed": args.split_seed, "seeding": SEEDING,
                           "backend": r["backend"], "mirror": data.mirror, "start_notes": start_notes[seed]}
+                if data.test_mirror != data.mirror:   # a plan without test-time mirroring (older configs: no key)
+                    config["mirror_test"] = data.test_mirror
                 if args.beta_schedule != "exponential":   # recorded when not the thesis default (older runs resume)
                     config["beta_schedule"] = args.beta_schedule
                 if args.queries_from:
@@ -529,7 +587,8 @@ def domains(args, root: Path) -> list:
     """The flags as study domains (``python -m experiments.study``): one per dataset × regime.  Prepares
     the data (phantoms, resampling cache) first; every user error is one line before any job."""
     from segmentation.experiment import SegmentationDomain
-    from segmentation.plans import match_setting, plan_network, query_setting
+    from segmentation.budget import fit_schedule
+    from segmentation.plans import match_setting, plan_network
     r = _resolve(args)
     preset = r["preset"]
     device = resolve_device(args.device)
@@ -537,19 +596,23 @@ def domains(args, root: Path) -> list:
         bars = _Bars(pr)
         data, is_ph, data_root = _load_data(args, preset, pr, bars)
         setting = match_setting(data.name, is_ph)
-        qs = query_setting(setting, args.regime, data.n_classes, data.lcc_bbox, patch_override=args.patch_size,
-                           query_size_override=args.query_size, stride_override=args.agg_stride,
-                           ppi_override=args.n_patch_per_image, loops=preset.loops)
+        qs = resolve_query(args, setting, data.n_classes, data.lcc_bbox, preset)
         _check_patch_fits(data, qs)
+        qs = fit_schedule(qs, [data.shapes[int(c)] for c in data.train], data.n_classes + 1, _user_schedule(args),
+                          seed=args.split_seed, label_of=_train_labels(data))
+        for note in qs.notes:
+            if note.startswith("schedule capped"):
+                pr.log(f"note: {note}")
         fp = data.fingerprint()
         plan = plan_network(fp["median_shape"], data.spacing, preset)
         backend = r["backend"]
         pr.log(f"{data.name}: {fp['n_train']} train+pool / {fp['n_test']} test images, spacing {data.spacing}, "
-               f"median shape {fp['median_shape']}; query patch {qs.patch}, {qs.query_size} patches/loop × "
-               f"{qs.loops} loops ({qs.source}); "
+               f"median shape {fp['median_shape']}; query patch {qs.patch}, starting budget {qs.start_size} + "
+               f"{qs.query_size} patches/query × {qs.loops - 1} ({qs.source}); "
                + (f"network patch {plan.patch_size}, " if backend == "monai" else "nnU-Net 3d_fullres plans, ")
                + f"{preset.ensemble} model(s) × {preset.iterations} iterations ({backend} backend); "
-               f"mirroring {'on' if data.mirror else 'off'} ({data.mirror_reason})")
+               f"mirroring {'on' if data.mirror else 'off'}, test-time mirroring "
+               f"{'on' if preset.tta_test and data.test_mirror else 'off'} ({data.mirror_reason})")
         start_notes = {}
         for seed in r["seeds"]:   # validates every seed's starting budget before anything is written
             notes: list = []
@@ -569,7 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     r = _resolve(args)
     if args.dry_run:
-        return print_dry_run(dry_run_config(args, r["preset"], r["methods"], r["seeds"]))
+        return print_dry_run(dry_run_config(args, r["preset"], r["methods"], r["seeds"], r["backend"]))
     from experiments.study import run_domains
     out = Path(args.out)
     doms = domains(args, out)

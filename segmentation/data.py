@@ -33,7 +33,8 @@ from core.store import atomic_dir, atomic_write_json, clean_temp, exclusive, und
 from .msd import Layout, check_header, load_image, load_label, read_layout, rel
 
 CACHE_VERSION = 5   # 4: the split is drawn by core.seeds; 5: nnU-Net target-spacing rule (anisotropy)
-SPLIT_SEED = 12345  # nnActive's RANDOM_SEED: the split is fixed across experiment seeds
+SPLIT_SEED = 12345
+MEM_LABEL_VOXELS = 300_000_000   # inspect() keeps the resampled train+pool labels in memory up to this size  # nnActive's RANDOM_SEED: the split is fixed across experiment seeds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,8 +98,10 @@ class Prepared:
     norm: list[dict]
     lcc_bbox: dict = field(default_factory=dict)  # case index -> [C, 3]
     data_key: str = ""                             # hash of the raw files + split seed
-    mirror: bool = True                            # mirroring allowed (False: left/right labels)
+    mirror: bool = True                            # mirroring in training (False: left/right labels)
     mirror_reason: str = ""
+    test_mirror: bool = True                       # test-time mirroring allowed (plans.mirror_policy)
+    mem_labels: dict | None = None                 # inspect(): resampled train+pool labels held in memory
 
     @property
     def n_classes(self) -> int:
@@ -113,6 +116,8 @@ class Prepared:
         return self._cached(f"{self.cases[i]}_img.npy")
 
     def label(self, i: int) -> np.ndarray:
+        if self.mem_labels is not None:
+            return self.mem_labels[int(i)]
         return self._cached(f"{self.cases[i]}_seg.npy")
 
     def _cached(self, name: str) -> np.ndarray:
@@ -226,13 +231,44 @@ def prepare(root, cache_root, split_seed: int = SPLIT_SEED,
 def _load_manifest(folder: Path, ds: Layout) -> Prepared:
     try:
         m = json.loads((folder / "manifest.json").read_text())
-        from .plans import mirror_policy
-        mirror, why = mirror_policy(m["class_names"], m.get("mirror_declared"))
+        from .plans import match_setting, mirror_policy
+        mirror, test_mirror, why = mirror_policy(m["class_names"], m.get("mirror_declared"), match_setting(m["name"]))
         return Prepared(name=m["name"], root=Path(m["root"]), cache_dir=folder, class_names=m["class_names"],
                         channel_names=m["channel_names"], cases=m["cases"], label_files=m["label_files"],
                         train=np.asarray(m["train"], dtype=np.int64), test=np.asarray(m["test"], dtype=np.int64),
                         spacing=tuple(m["spacing"]), shapes=[tuple(s) for s in m["shapes"]], norm=m["norm"],
                         lcc_bbox={int(k): np.asarray(v) for k, v in m["lcc_bbox"].items()}, data_key=m["data_key"],
-                        mirror=mirror, mirror_reason=why)
+                        mirror=mirror, mirror_reason=why, test_mirror=test_mirror)
     except (OSError, KeyError, json.JSONDecodeError) as e:
         raise UserError(f"{folder}: corrupt dataset cache ({e.__class__.__name__}); delete the folder to rebuild it") from None
+
+
+def inspect(root, cache_root=None, split_seed: int = SPLIT_SEED) -> Prepared:
+    """What :func:`prepare` would decide — split, target spacing, resampled shapes, the D.5
+    statistic (largest-component bounding boxes of the train+pool labels, resampled), the mirroring
+    policy — **without writing anything** (``--dry-run``): read from the cache when :func:`prepare`
+    has built it, else computed in memory from the headers and the train+pool labels (images are not
+    read).  The result's ``image``/``label`` are unusable (no cache folder)."""
+    ds = read_layout(root)
+    if cache_root is not None:
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in ds.name)[:40]
+        final = Path(cache_root) / f"{safe}-{_dataset_hash(ds, split_seed)}"
+        if (final / "manifest.json").is_file():
+            return _load_manifest(final, ds)
+    headers = [check_header(ds, c) for c in ds.cases]
+    train, test = split_cases(len(ds.cases), seed=split_seed)
+    from .plans import declared_mirror, match_setting, mirror_policy, target_spacing
+    declared = declared_mirror(ds.meta, ds.root / "dataset.json")
+    spacing = target_spacing([headers[i].spacing for i in train], [headers[i].shape for i in train])
+    shapes = [tuple(max(1, int(round(s * sp / tsp))) for s, sp, tsp in zip(h.shape, h.spacing, spacing)) for h in headers]
+    labels = {int(i): resample(load_label(ds, ds.cases[int(i)]), shapes[int(i)], order=0) for i in train}
+    bboxes = {i: largest_component_bbox(lab, ds.n_classes) for i, lab in labels.items()}
+    if sum(lab.size for lab in labels.values()) > MEM_LABEL_VOXELS:
+        labels = None   # too large to hold: the schedule check falls back to label-free fills
+    mirror, test_mirror, why = mirror_policy(ds.class_names, declared, match_setting(ds.name))
+    return Prepared(name=ds.name, root=ds.root, cache_dir=Path("/nonexistent-dry-run"), class_names=ds.class_names,
+                    channel_names=ds.channel_names, cases=[c.name for c in ds.cases],
+                    label_files=[rel(ds.root.resolve(), c.label) for c in ds.cases], train=train, test=test,
+                    spacing=tuple(spacing), shapes=shapes, norm=[], lcc_bbox=bboxes,
+                    data_key=_dataset_hash(ds, split_seed, version=None), mirror=mirror, mirror_reason=why,
+                    test_mirror=test_mirror, mem_labels=labels)

@@ -97,7 +97,7 @@ class SegmentationDomain:
         """Pool with the starting budget labelled in cycle 0 (validates feasibility: UserError);
         ``notes`` receives the small-dataset degradations of the start rule (segmentation.start)."""
         pool = self.new_pool()
-        ids = starting_budget(self.env(pool), self.qs.query_size, seeds.rng(self.seed, "start"),
+        ids = starting_budget(self.env(pool), self.qs.start_size, seeds.rng(self.seed, "start"),
                               self.data.class_names, notes=notes)
         pool.label(ids, 0)
         return pool
@@ -113,7 +113,10 @@ class SegmentationDomain:
                 out[j] = lab
         return out
 
-    def fit(self, labels: dict[int, np.ndarray], key: tuple) -> Ensemble:
+    def fit(self, labels: dict[int, np.ndarray], key: tuple, init_key: tuple | None = None) -> Ensemble:
+        """K models from scratch on ``labels``; ``key`` seeds the CV folds, ``init_key`` (default
+        ``key``) the models' initial weights and training-patch streams (monai backend)."""
+        init_key = key if init_key is None else init_key
         images = sorted(labels)
         classes_of = {j: set(np.unique(labels[j]).tolist()) - {self.ignore} for j in images}
         K = self.preset.ensemble
@@ -126,7 +129,7 @@ class SegmentationDomain:
             held = set(folds[f]) if f < len(folds) else set()
             tr = [j for j in images if j not in held] or images
             imgs, labs = [self.data.image(self.train_cases[j]) for j in tr], [labels[j] for j in tr]
-            rng = seeds.rng(*key[:1], "regions", *key[1:], f)
+            rng = seeds.rng(*init_key[:1], "regions", *init_key[1:], f)
             if self.preset.augment == "nnunet":
                 sampler = AugmentedRegionSampler(imgs, labs, self.plan.patch_size, self.n_classes, self.ignore, rng,
                                                  spacing=self.data.spacing, mirror=self.data.mirror)
@@ -134,7 +137,7 @@ class SegmentationDomain:
                 sampler = RegionSampler(imgs, labs, self.plan.patch_size, self.n_classes, self.ignore, rng,
                                         mirror=self.data.mirror)
             models.append(train_model(sampler, self.plan, self.preset, self.data.n_channels, self.n_classes,
-                                      self.ignore, (*key, f), self.device, tick=self.hooks.tick))
+                                      self.ignore, (*init_key, f), self.device, tick=self.hooks.tick))
         self.hooks.done()
         return Ensemble(models, self.plan, self.device, self.preset.amp, self.preset.sw_batch, folds)
 
@@ -150,7 +153,9 @@ class SegmentationDomain:
         return model
 
     def train(self, pool: PatchPool, cycle: int) -> Ensemble:
-        return self.fit(self._partial_labels(pool), (self.seed, int(cycle)))
+        key = (self.seed, int(cycle))
+        return self.fit(self._partial_labels(pool), key,
+                        init_key=(self.seed,) if self.preset.train_seed == "run" else key)
 
     def train_full(self, key: tuple = (0, 9999)) -> Ensemble:
         """Reference model on the fully annotated train+pool set (same training length)."""
@@ -161,7 +166,7 @@ class SegmentationDomain:
         per_case = []
         self.hooks.start("test inference", len(self.data.test))
         for c in self.data.test:
-            P = model.predict(self.data.image(int(c)), overlap=0.5, mirror=self.preset.tta_test and self.data.mirror)
+            P = model.predict(self.data.image(int(c)), overlap=0.5, mirror=self.preset.tta_test and self.data.test_mirror)
             pred = P.mean(0).argmax(0).numpy()
             per_case.append(dice_per_class(pred, np.asarray(self.data.label(int(c))), self.n_classes))
             self.hooks.tick(1)

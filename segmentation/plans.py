@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field, asdict
 
 import numpy as np
@@ -53,6 +54,11 @@ class Preset:
     loops: int = N_LOOPS
     augment: str = "nnunet"      # "nnunet" (segmentation.augment: nnU-Net's pipeline) or "mirror" (flips only)
     backend: str = "monai"       # default training backend: "monai" (DynUNet) or "nnunet" (nnunetv2)
+    # seeds of a loop's model (initial weights, training-patch stream) on the monai backend: "run" — the
+    # same in every loop of a run (per seed and fold; still trained from scratch each loop), so the loops
+    # differ by their annotation, not by the luck of a new initialisation (common random numbers);
+    # "loop" — a new seed per loop (versions before this field)
+    train_seed: str = "run"
 
 
 PRESETS = {
@@ -70,6 +76,8 @@ PRESETS = {
     # near half an hour of CPU; the old 300 iterations, mirror-only, reached 0.28 on this data.
     # One model instead of a 2-fold ensemble: each fold model sees only half of the annotated
     # images, which at this length costs more Dice than the ensemble gives; BALD needs --ensemble 2.
+    # 5-loop run on --dataset brain (default schedule capped to 15 + 4 × 15 patches, train_seed "run"):
+    # Random 33 % FG 0.261 / 0.311 / 0.334 / 0.330 / 0.369, ClaSP PE 0.261 / 0.345 / 0.409 / 0.422 / 0.443.
     "laptop": Preset("laptop", ensemble=1, iterations=800, batch_size=2, patch_voxels=32 ** 3,
                      base_filters=16, max_filters=64, max_pools=3, deep_supervision=False, amp=True,
                      tta_test=False, lr=1e-3, optimizer="adamw", sw_batch=4, phantom_n=24, phantom_size=48, seeds=1),
@@ -94,24 +102,30 @@ class DatasetSetting:
     agg_stride_zyx: tuple = (1, 1, 1)
     n_patch_per_image: int | None = 20   # None = query size (roll-out)
     source: str = ""
+    patch_half_zyx: tuple | None = None  # Patch×½ ablation size of the reference code (None: halve each axis)
+    train_mirror: bool | None = None     # mirroring in training (None: from the labels / dataset.json)
+    test_mirror: bool | None = None      # test-time mirroring (None: = training mirroring)
 
 
 THESIS_DATASETS = [
     DatasetSetting("hippocampus", ("hippocampus", "task04_hippocampus", "dataset004_hippocampus"), (20, 20, 20),
-                   {"low": 20, "medium": 40, "high": 60}, (1, 1, 1), 20, "Table C.2"),
+                   {"low": 20, "medium": 40, "high": 60}, (1, 1, 1), 20, "Table C.2", (10, 10, 10)),
     DatasetSetting("acdc", ("acdc", "dataset027_acdc"), (4, 40, 40),
-                   {"low": 30, "medium": 60, "high": 90}, (1, 8, 8), 20, "Table C.2"),
+                   {"low": 30, "medium": 60, "high": 90}, (1, 8, 8), 20, "Table C.2", (2, 20, 20)),
+    # Patch×½ of AMOS: the reference code's 16×32×32, not 16×37×37 (spec §12 erratum 8)
     DatasetSetting("amos", ("amos", "amos2022", "dataset216_amos2022_task1"), (32, 74, 74),
-                   {"low": 40, "medium": 200, "high": 500}, (8, 8, 8), 20, "Table C.2"),
+                   {"low": 40, "medium": 200, "high": 500}, (8, 8, 8), 20, "Table C.2", (16, 32, 32)),
     DatasetSetting("kits", ("kits", "kits2021", "kits21", "dataset135_kits2021"), (64, 64, 64),
-                   {"low": 40, "medium": 200, "high": 500}, (8, 8, 8), 20, "Table C.2 (64³ per §12 erratum 1)"),
+                   {"low": 40, "medium": 200, "high": 500}, (8, 8, 8), 20, "Table C.2 (64³ per §12 erratum 1)",
+                   (32, 32, 32)),
     DatasetSetting("lits", ("lits", "liver", "task03_liver", "dataset003_liver"), (28, 44, 39),
                    {"rollout": 150}, (8, 8, 8), None, "Table D.1"),
     DatasetSetting("word", ("word", "dataset654_word"), (29, 74, 87), {"rollout": 800}, (4, 8, 8), None, "Table D.1"),
+    # §D.3: ToothFairy2 trains without mirroring; MAMA-MIA and ToothFairy2 predict the test set without TTA
     DatasetSetting("toothfairy2", ("toothfairy2", "dataset119_toothfairy2"), (33, 34, 35), {"rollout": 2100},
-                   (4, 6, 6), 50, "Table D.1"),
+                   (4, 6, 6), 50, "Table D.1", train_mirror=False, test_mirror=False),
     DatasetSetting("mamamia", ("mamamia", "mama-mia", "mama_mia", "dataset095_mamamia"), (16, 48, 57),
-                   {"rollout": 100}, (2, 4, 4), None, "Table D.1"),
+                   {"rollout": 100}, (2, 4, 4), None, "Table D.1", test_mirror=False),
 ]
 PHANTOM_SETTING = DatasetSetting("phantoms", ("phantoms",), None, {"low": 20, "medium": 40, "high": 60},
                                  (1, 1, 1), 20, "built-in phantoms (D.5 patch rule, Hippocampus-like voxel fractions)")
@@ -135,7 +149,8 @@ def d5_patch_size(lcc_bbox: dict) -> tuple:
     if arr.size == 0:
         raise UserError("cannot derive a query patch size: no foreground in the train+pool labels")
     arr[arr == 0] = np.nan
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # a class absent from every image: dropped below
         per_class = np.nanmedian(arr, axis=0)  # [C, 3]
     per_class = per_class[np.isfinite(per_class).all(1)]
     if len(per_class) == 0:
@@ -146,21 +161,61 @@ def d5_patch_size(lcc_bbox: dict) -> tuple:
 @dataclass
 class QuerySetting:
     patch: tuple                 # query patch size, array order
-    query_size: int              # patches per loop (= starting budget)
+    query_size: int              # patches per AL query (loops 2, 3, ...)
     loops: int
     agg_stride: tuple
     n_patch_per_image: int
     source: str
     notes: list = field(default_factory=list)
+    start_size: int | None = None   # starting budget (cycle 0); None = query size (the thesis' 20 % rule)
+
+    def __post_init__(self):
+        if self.start_size is None:
+            self.start_size = self.query_size
+
+    @property
+    def budgets(self) -> list[int]:
+        """Annotated patches after each loop."""
+        return [self.start_size + k * self.query_size for k in range(self.loops)]
 
     def to_dict(self):
-        return asdict(self)
+        d = asdict(self)
+        if d["start_size"] == d["query_size"]:   # the thesis rule; older run configs have no such key
+            del d["start_size"]
+        return d
+
+
+def half_patch(setting: DatasetSetting | None, patch: tuple) -> tuple:
+    """Patch×½ (§7.4.6, Tables C.8/C.9/D.4): the reference code's halved size of a thesis dataset,
+    else every axis halved (at least 1 voxel)."""
+    if setting is not None and setting.patch_half_zyx is not None and tuple(reversed(setting.patch_zyx)) == tuple(patch):
+        return tuple(reversed(setting.patch_half_zyx))
+    return tuple(max(1, int(v) // 2) for v in patch)
+
+
+def check_query_flags(query_scale, schedule_set: bool, patch_half: bool, patch_set: bool) -> None:
+    """Flag combinations that contradict each other (checked before any data is read)."""
+    if query_scale is not None and schedule_set:
+        raise UserError("--query-scale keeps the starting and the total budget and sets the query size and the "
+                        "loops; do not combine it with --query-size or --loops")
+    if patch_half and patch_set:
+        raise UserError("--patch-half halves the dataset's query patch size; do not combine it with --patch-size")
 
 
 def query_setting(setting: DatasetSetting | None, regime: str, n_classes: int, lcc_bbox: dict, *,
                   patch_override=None, query_size_override=None, stride_override=None, ppi_override=None,
-                  loops: int = N_LOOPS) -> QuerySetting:
+                  loops: int = N_LOOPS, start_override=None, query_scale: float | None = None,
+                  patch_half: bool = False) -> QuerySetting:
+    """The resolved query setting.  The starting budget is the regime's (thesis: = its query size,
+    20 % of the Label-Regime budget; ``start_override``: ``--start-size``) whatever the query size:
+    ``query_size_override`` (``--query-size``) changes only the patches per AL query and ``loops``
+    (``--loops``) only the number of loops.  ``query_scale`` is the thesis' query-size ablation
+    (QSx2 / QSx1/2, §7.4.3, Tables C.4/C.5): the query size × F with the same starting budget and
+    the same total budget, so the loops become 1 + (loops − 1)/F (ACDC Low ×½: 30 + 8 × 15).
+    ``patch_half``: Patch×½ (:func:`half_patch`)."""
     notes = []
+    check_query_flags(query_scale, query_size_override is not None or loops != N_LOOPS, patch_half,
+                      patch_override is not None)
     if setting is not None and setting.patch_zyx is not None:
         patch = tuple(reversed(setting.patch_zyx))
         stride = tuple(reversed(setting.agg_stride_zyx))
@@ -178,22 +233,41 @@ def query_setting(setting: DatasetSetting | None, regime: str, n_classes: int, l
         qs = D5_PER_CLASS[regime] * n_classes
         ppi = None
         src += f"; query size {D5_PER_CLASS[regime]} patches/class/loop (D.5)"
+    start = qs
     if patch_override is not None:
         patch = tuple(int(v) for v in patch_override)
         notes.append("query patch size set by --patch-size")
+    if patch_half:
+        full, patch = patch, half_patch(setting, patch)
+        notes.append(f"Patch×½: query patch {tuple(full)} halved to {tuple(patch)} (same number of patches)")
     if query_size_override is not None:
         qs = int(query_size_override)
-        notes.append("query size set by --query-size")
+        start = qs if start is None else start
+        notes.append("query size set by --query-size (the starting budget is unchanged)")
+    if start_override is not None:
+        start = int(start_override)
+        notes.append("starting budget set by --start-size")
+    if start is None:   # a regime the dataset's table lacks, with --query-size: the thesis rule start = query size
+        start = qs
+    if query_scale is not None:
+        f = float(query_scale)
+        steps = (loops - 1) / f
+        if not f > 0 or abs(qs * f - round(qs * f)) > 1e-9 or abs(steps - round(steps)) > 1e-9 or round(steps) < 1:
+            raise UserError(f"--query-scale {f:g}: {qs} patches × {f:g} and {loops - 1} queries / {f:g} must be whole "
+                            "numbers (the thesis uses 2 and 0.5); set --query-size and --loops instead")
+        qs, loops = int(round(qs * f)), 1 + int(round(steps))
+        notes.append(f"query size ×{f:g} (QSx{f:g}, Tables C.4/C.5): {qs} patches per query, {loops} loops, "
+                     "same starting and total budget")
     if stride_override is not None:
         stride = tuple(int(v) for v in stride_override)
     if ppi_override is not None:
         ppi = int(ppi_override)
     if ppi is None:
         ppi = qs
-    if qs < 1 or min(patch) < 1 or min(stride) < 1 or ppi < 1:
-        raise UserError("query size, patch size, stride and patches per image must be >= 1")
+    if qs < 1 or start < 1 or min(patch) < 1 or min(stride) < 1 or ppi < 1:
+        raise UserError("query size, starting budget, patch size, stride and patches per image must be >= 1")
     return QuerySetting(tuple(int(v) for v in patch), int(qs), int(loops), tuple(int(v) for v in stride),
-                        int(ppi), src, notes)
+                        int(ppi), src, notes, int(start))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,25 +288,48 @@ def lateral_labels(class_names) -> list[str]:
     return out
 
 
-def declared_mirror(meta: dict, where) -> bool | None:
-    """dataset.json ``"mirror"``: true / false, or None when absent (then detected from the labels)."""
+def declared_mirror(meta: dict, where):
+    """dataset.json ``"mirror"``: true / false (training and test-time mirroring), an object
+    ``{"train": bool, "test": bool}`` (either key may be left out), or None when absent (then
+    decided by :func:`mirror_policy`)."""
     v = meta.get("mirror") if isinstance(meta, dict) else None
+    msg = (f"{where}: \"mirror\" must be true, false or {{\"train\": true|false, \"test\": true|false}} (false: "
+           "left/right labels, train and predict without mirroring; \"test\": false: no test-time mirroring)")
+    if isinstance(v, dict):
+        if not v or set(v) - {"train", "test"} or not all(isinstance(x, bool) for x in v.values()):
+            raise UserError(msg)
+        return {k: bool(x) for k, x in v.items()}
     if v is not None and not isinstance(v, bool):
-        raise UserError(f"{where}: \"mirror\" must be true or false (false: left/right labels, train and "
-                        "predict without mirroring)")
+        raise UserError(msg)
     return v
 
 
-def mirror_policy(class_names, declared: bool | None) -> tuple[bool, str]:
-    """(mirroring allowed, why).  Datasets with left/right labels train and predict without
-    mirroring (a flipped left structure is a right one), as the thesis does for such roll-outs;
-    dataset.json ``"mirror": true/false`` overrides the detection."""
-    if declared is not None:
-        return bool(declared), f"dataset.json \"mirror\": {str(declared).lower()}"
+def mirror_policy(class_names, declared, setting: DatasetSetting | None = None) -> tuple[bool, bool, str]:
+    """(mirroring in training, test-time mirroring, why) of a dataset — a plan option, not a preset
+    switch (the preset's ``tta_test`` only says whether test-time mirroring is affordable at all).
+    In order: dataset.json ``"mirror"`` (:func:`declared_mirror`); the thesis dataset's roll-out rule
+    (§D.3: ToothFairy2 trains without mirroring, MAMA-MIA and ToothFairy2 predict the test set without
+    it); left/right labels detected in the names (a flipped left structure is a right one: neither);
+    else both.  Test-time mirroring is never on where training mirroring is off."""
     side = lateral_labels(class_names or [])
     if side:
-        return False, f"left/right labels detected ({', '.join(side[:4])}{', ...' if len(side) > 4 else ''})"
-    return True, "no left/right labels"
+        train, test = False, False
+        why = f"left/right labels detected ({', '.join(side[:4])}{', ...' if len(side) > 4 else ''})"
+    else:
+        train, test, why = True, True, "no left/right labels"
+    if setting is not None and (setting.train_mirror is not None or setting.test_mirror is not None):
+        if setting.train_mirror is not None:
+            train = test = setting.train_mirror
+        if setting.test_mirror is not None:
+            test = setting.test_mirror
+        why = f"{setting.key} roll-out rule (§D.3)"
+    if isinstance(declared, bool):
+        train, test, why = declared, declared, f"dataset.json \"mirror\": {str(declared).lower()}"
+    elif isinstance(declared, dict):
+        train = declared.get("train", train)
+        test = declared.get("test", test if "train" not in declared else declared["train"])
+        why = "dataset.json \"mirror\": " + ", ".join(f"{k} {str(v).lower()}" for k, v in declared.items())
+    return bool(train), bool(train and test), why
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ def test_nnunet_backend_two_al_loops(tmp_path):
     root = write_brain_dataset(tmp_path / "brain", n=8, spacing=4.0)
     out = tmp_path / "out"
     assert main(["--dataset", str(root), "--preset", "smoke", "--backend", "nnunet", "--loops", "2",
-                 "--iterations", "4", "--query-size", "14", "--method", "claspe", "--no-full-data", "--quiet",
+                 "--iterations", "4", "--start-size", "14", "--query-size", "14", "--method", "claspe", "--no-full-data", "--quiet",
                  "--out", str(out)]) == 0
     run = out / "segmentation" / "BrainDeepGM" / "low" / "claspe" / "seed0"
     cfg, records = load_run(run)

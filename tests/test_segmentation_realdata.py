@@ -75,7 +75,7 @@ def test_mirror_policy_names_and_override(tmp_path):
     assert lateral_labels(["bg", "left_kidney", "Head_of_femur_L", "RightKidney", "lh_thalamus", "spleen"]) == [
         "left_kidney", "Head_of_femur_L", "RightKidney", "lh_thalamus"]
     assert mirror_policy(["bg", "kidney_left"], None)[0] is False
-    assert mirror_policy(["bg", "kidney_left"], True) == (True, 'dataset.json "mirror": true')
+    assert mirror_policy(["bg", "kidney_left"], True) == (True, True, 'dataset.json "mirror": true')
     assert mirror_policy(["bg", "liver"], False)[0] is False
     # dataset.json "mirror" must be a boolean; a declared false switches mirroring off
     import nibabel as nib
@@ -87,7 +87,7 @@ def test_mirror_policy_names_and_override(tmp_path):
     meta = {"labels": {"0": "bg", "1": "liver"}, "modality": {"0": "CT"},
             "training": [{"image": f"./imagesTr/c{i}.nii.gz", "label": f"./labelsTr/c{i}.nii.gz"} for i in range(2)]}
     (tmp_path / "dataset.json").write_text(json.dumps({**meta, "mirror": "no"}))
-    with pytest.raises(UserError, match='"mirror" must be true or false'):
+    with pytest.raises(UserError, match='"mirror" must be true, false or'):
         prepare(tmp_path, tmp_path / "cache")
     (tmp_path / "dataset.json").write_text(json.dumps({**meta, "mirror": False}))
     assert prepare(tmp_path, tmp_path / "cache").mirror is False
@@ -123,7 +123,7 @@ def test_small_real_dataset_runs_where_the_thesis_rule_refuses(tmp_path):
     root = realdata.write_brain_dataset(tmp_path / "brain12", n=12, spacing=4.0, lateral=True)
     out = tmp_path / "out"
     assert main(["--dataset", str(root), "--preset", "smoke", "--quiet", "--out", str(out), "--method", "random_fg33",
-                 "--loops", "2", "--query-size", "24", "--no-full-data"]) == 0
+                 "--loops", "2", "--start-size", "24", "--query-size", "24", "--no-full-data"]) == 0
     run = out / "segmentation" / "BrainDeepGMLR" / "low" / "random_fg33" / "seed0"
     cfg, records = load_run(run)
     assert [r["budget"] for r in records] == [24, 48]
