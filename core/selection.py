@@ -6,7 +6,9 @@ Score-based: ``topk``, ``power`` (log score + Gumbel(0, 1/β) noise), ``softrank
 ``g = (p − onehot(ŷ)) ⊗ h``; memory O(N·(C+D)), never O(N·C·D)).
 
 Every stochastic function takes a ``numpy.random.Generator`` so the same seed gives the same picks.
-Heavy lifting is torch mat-vec products on whatever device the inputs live on.
+Heavy lifting is torch mat-vec products on whatever device the inputs live on; on the host the greedy
+loops run with one BLAS thread (``core.threads.small_products``: a thread barrier per small mat-vec
+costs more than the product).
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
+
+from .threads import small_products
 
 LOG_EPS = 1e-12
 
@@ -115,6 +119,7 @@ def _gram_row(m, j: int) -> np.ndarray:
     return (m @ m[j]).double().cpu().numpy()
 
 
+@small_products()
 def kcenter_greedy(features, labelled_features, n: int, rng: np.random.Generator | None = None,
                    return_scores: bool = False):
     """Greedy k-center (Sener & Savarese): repeatedly take the candidate farthest from its nearest
@@ -165,6 +170,7 @@ def badge_dense(probs, h) -> torch.Tensor:
     return (a[:, :, None] * hh[:, None, :]).reshape(len(a), -1)
 
 
+@small_products()
 def kmeanspp_badge(probs, h, n: int, rng: np.random.Generator, dense: bool = False, return_scores: bool = False):
     """BADGE k-means++ seeding on ``g_i = a_i ⊗ h_i``.
 

@@ -205,26 +205,11 @@ class JobRun:
                 os.kill(os.getpid(), signal.SIGKILL)
 
 
-@contextlib.contextmanager
 def thread_limit(threads: int | None):
-    """Run the block with ``threads`` torch intra-op and BLAS/OpenMP threads (None: unchanged)."""
-    if not threads:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard dependency of the project
-        torch = None
-    before = torch.get_num_threads() if torch is not None else None
-    if torch is not None:
-        torch.set_num_threads(int(threads))
-    try:
-        with threadpool_limits(limits=int(threads)):
-            yield
-    finally:
-        if torch is not None:
-            torch.set_num_threads(before)
+    """Run the block with ``threads`` torch intra-op and BLAS/OpenMP threads (None: unchanged);
+    the policy lives in ``core.threads``."""
+    from .threads import limited
+    return limited(threads)
 
 
 def execute_job(job: Job, root: str, context: Any, threads: int | None, *_deps_done,

@@ -237,6 +237,8 @@ def run_job(ctx: dict, run) -> dict:
     s, seed, m = ctx["setting"], int(run.config["seed"]), run.config["method"]
     prep = _prepared(s, seed)
     cfg, extra, ckpt = ctx["base_cfg"], dict(ctx["extra"]), None
+    import torch
+    extra["threads"] = torch.get_num_threads()   # the job's count (core.threads policy, applied by the study layer)
     if s.paradigm == "selfsl":
         ckpt = _pretrained(ctx, prep, seed)
         extra["pretrained"] = _pretrained_meta(ckpt)

@@ -1,7 +1,8 @@
 """The CLI helper every experiment module uses, so flags mean the same everywhere.
 
 * ``Parser`` — an ``argparse.ArgumentParser`` whose errors are one line (``error: ...``), exit 2;
-* ``add_common_args`` — ``--seeds --seed-offset --out --preset --resume --device --quiet --dry-run``;
+* ``add_common_args`` — ``--seeds --seed-offset --out --preset --resume --device --quiet --threads --dry-run``;
+* ``apply_threads`` — the CPU thread policy of ``core.threads`` for ``--threads`` (recorded by each run);
 * ``positive_float`` / ``positive_int`` — argparse types for β, sizes and counts; ``print_dry_run``;
 * ``main_guard`` — runs ``main`` and turns ``UserError`` into one line on stderr with exit 2
   (no traceback), Ctrl-C into exit 130 with a note that ``--resume`` continues the run;
@@ -94,9 +95,29 @@ def add_common_args(p: argparse.ArgumentParser, default_out: str) -> None:
     g.add_argument("--device", type=choice(("cpu", "cuda", "auto"), "device"), default="auto",
                    help="cpu, cuda or auto (cuda when available; default)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads_arg(p, g)
     g.add_argument("--dry-run", action="store_true",
                    help="print the fully resolved configuration (data, regime/budgets, hyper-parameters, model, "
                         "where the outputs would go) as JSON and exit without training or writing anything")
+
+
+def add_threads_arg(p: argparse.ArgumentParser, group=None) -> None:
+    """``--threads N`` (once per parser, whichever of ``add_common_args`` / ``add_executor_args`` comes first)."""
+    if "--threads" in p._option_string_actions:
+        return
+    (group or p).add_argument(
+        "--threads", type=int_arg(1, 1024), default=None, metavar="N",
+        help="torch intra-op and BLAS threads per run (per job under every executor, so numbers match; "
+             "recorded in each run's config). Default: $OMP_NUM_THREADS when set, else 1 on CPU — the cores "
+             "are used by running runs side by side; on a shared 2-core machine 2 threads train several "
+             "times slower than 1 — and torch's choice on CUDA")
+
+
+def apply_threads(args: argparse.Namespace, device: str = "cpu") -> int:
+    """Resolve ``--threads`` by the policy of ``core.threads`` and apply it to this process; returns
+    the torch thread count in force (what the run records in its config)."""
+    from core import threads
+    return threads.apply(threads.resolve(getattr(args, "threads", None), device))
 
 
 def positive_float(what: str) -> Callable[[str], float]:
@@ -140,9 +161,7 @@ def add_executor_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=_positive(int, "--workers"), default=None, metavar="N",
                    help="concurrent jobs of a local Ray instance (default: CPU cores / --threads); --workers N > 1 "
                         "without --executor means --executor ray")
-    g.add_argument("--threads", type=_positive(int, "--threads"), default=None, metavar="N",
-                   help="torch/BLAS threads per job, the same under every executor so numbers match "
-                        "(default: 1 on CPU, torch's choice on CUDA)")
+    add_threads_arg(p, g)
     g.add_argument("--gpus-per-run", type=_positive(float, "--gpus-per-run", 0), default=0.0, metavar="F",
                    help="ray: GPUs per job, fractions allowed (0.25 = four jobs share a GPU; default 0)")
     g.add_argument("--ray-address", default=None, metavar="ADDR",
@@ -166,7 +185,8 @@ def executor_from_args(args: argparse.Namespace, device: str = "cpu"):
     """(executor, threads per job) from ``add_executor_args`` flags."""
     from core.executors import make_executor
     kind = args.executor or ("ray" if (args.workers or 1) > 1 else "serial")
-    threads = args.threads or (1 if device == "cpu" else None)
+    from core.threads import resolve
+    threads = resolve(args.threads, device)
     ex = make_executor(kind, workers=args.workers, gpus_per_run=args.gpus_per_run, ray_address=args.ray_address,
                        retries=args.retries, slurm_partition=args.slurm_partition, slurm_time=args.slurm_time,
                        slurm_gpus=args.slurm_gpus, slurm_array_parallelism=args.slurm_array_parallelism,
