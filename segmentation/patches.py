@@ -5,8 +5,8 @@ image (origin = grid index · s; every box lies fully inside its image, as in nn
 convolution).  Candidate id = offset of the image + flat grid index, so ids are dense integers
 over all train+pool images but are never materialised: the pool stores only the labelled ids.
 
-* :func:`box_mean` — mean of a voxel map over every window (separable running sums: three
-  cumulative sums, O(voxels), never a loop over positions).
+* :func:`box_mean` — mean of a voxel map over every window (separable running sums along the
+  three axes, O(voxels), never a loop over positions).
 * :class:`PatchPool` — the ``core.pool.Pool`` contract over those ids, stored sparsely.
 * :class:`ImageSelector` — per-image greedy selection without overlap (allowed overlap ``o``)
   with already-annotated voxels and with earlier picks.
@@ -32,8 +32,8 @@ def box_mean(u, kernel: Sequence[int], stride: Sequence[int] | int = 1):
     ``u`` is ``[..., X, Y, Z]``; the result is ``[..., Gx, Gy, Gz]`` with ``G = (D − k) // s + 1``
     and element ``g`` = mean of ``u[..., g·s : g·s + k]`` (same type as the input: numpy in, numpy
     float32 out; a torch tensor stays on its device).  The kernel is truncated to the image where
-    it is larger.  Separable: along each axis a running (prefix) sum and one shifted difference, so
-    the cost is O(voxels) whatever the window size — never a loop over windows."""
+    it is larger.  Separable: along each axis a running sum (plus the window's entering plane, minus
+    its leaving one), so the cost is O(voxels) whatever the window size — never a loop over windows."""
     stride = (stride,) * 3 if isinstance(stride, (int, np.integer)) else tuple(int(v) for v in stride)
     if isinstance(u, torch.Tensor):
         return _box_mean_torch(u, kernel, stride)
@@ -43,29 +43,83 @@ def box_mean(u, kernel: Sequence[int], stride: Sequence[int] | int = 1):
     if a.dtype != np.float32:
         a = a.astype(np.float32)
     k = [min(int(kk), int(d)) for kk, d in zip(kernel, a.shape[-3:])]
-    lead = a.ndim - 3
-    for ax in range(3):
-        a = _window_sum_axis(a, lead + ax, k[ax], stride[ax])
-    out = np.empty(a.shape, dtype=np.float32)
-    return np.multiply(a, np.float32(1.0 / float(np.prod(k))), out=out)
+    scale = np.float32(1.0 / float(np.prod(k)))
+    # the innermost axis first, while the map is contiguous: a prefix sum along rows (torch's cumsum
+    # is a tight scan there) and one shifted difference; then the two outer axes by running sums
+    # over whole planes (never numpy's cumsum along an outer axis, which walks column by column).
+    # With a coarser grid on the outer axes they go first: each shrinks the map by its stride.
+    last_first = stride[0] * stride[1] == 1
+    if last_first:
+        a = _window_sum_last(a, k[2], stride[2])
+    a = _window_sum_planes(a, a.ndim - 3, k[0], stride[0])   # planes a[..., x, :, :]
+    a = _window_sum_planes(a, a.ndim - 2, k[1], stride[1])   # planes a[..., :, y, :] (rows contiguous)
+    if not last_first:
+        a = _window_sum_last(a, k[2], stride[2])
+    return np.multiply(a, scale, out=np.empty(a.shape, dtype=np.float32))
 
 
-def _window_sum_axis(a: np.ndarray, axis: int, k: int, s: int) -> np.ndarray:
-    """Sums of ``k`` consecutive elements along ``axis`` at starts 0, s, 2s, ... (float32).
-    The prefix sum runs plane by plane (one vectorised add per index along the axis): numpy's own
-    cumsum along a non-innermost axis is an order of magnitude slower."""
-    a = np.moveaxis(a, axis, 0)
-    n = a.shape[0]
+def _window_sum_last(a: np.ndarray, k: int, s: int) -> np.ndarray:
+    """Sums of ``k`` consecutive elements along the last axis at starts 0, s, 2s, ... (float32)."""
+    n = a.shape[-1]
     g = (n - k) // s + 1
-    c = np.empty(a.shape, dtype=np.float32)
-    c[0] = a[0]
-    for i in range(1, n):
-        np.add(c[i - 1], a[i], out=c[i])
-    out = np.empty((g,) + a.shape[1:], dtype=np.float32)
-    out[0] = c[k - 1]
-    if g > 1:  # sum over [o, o + k) = C[o + k − 1] − C[o − 1]
-        np.subtract(c[k - 1 + s::s][: g - 1], c[s - 1::s][: g - 1], out=out[1:])
-    return np.moveaxis(out, 0, axis)
+    c = torch.cumsum(torch.from_numpy(np.ascontiguousarray(a)), -1)
+    out = _scratch(a.shape[:-1] + (g,))
+    res = torch.from_numpy(out)
+    res[..., 0] = c[..., k - 1]
+    if g > 1:   # sum over [o, o + k) = C[o + k − 1] − C[o − 1]
+        torch.sub(c[..., k - 1 + s::s][..., :g - 1], c[..., s - 1::s][..., :g - 1], out=res[..., 1:])
+    return out
+
+
+def _scratch(shape) -> np.ndarray:
+    """An uninitialised float32 array of ``shape`` whose last axis is padded (the view hides the
+    padding) so that the stride between rows of a plane ``[..., :, j, :]`` is not a multiple of
+    4 KiB: with such a stride (e.g. 128 × 128 float32) every row of the plane maps to the same cache
+    sets and a plane operation runs ~5× slower."""
+    shape = tuple(int(v) for v in shape)
+    rows, last = shape[-2], shape[-1]
+    pad = 0
+    while (rows * (last + pad) * 4) % 4096 < 256 or (rows * (last + pad) * 4) % 4096 > 3840:
+        pad += 1
+        if pad > 64:
+            pad = 0
+            break
+    return np.empty(shape[:-1] + (last + pad,), dtype=np.float32)[..., :last]
+
+
+def _window_sum_planes(a: np.ndarray, axis: int, k: int, s: int) -> np.ndarray:
+    """Sums of ``k`` consecutive elements along ``axis`` (not the innermost) at starts 0, s, 2s, ...
+    (float32): a running sum, one vectorised plane operation per step (add the plane entering the
+    window, subtract the one leaving it), so every pass streams whole rows.  numpy's own cumsum
+    along a non-innermost axis walks the data column by column and is an order of magnitude slower."""
+    src = np.moveaxis(a, axis, 0)
+    n = src.shape[0]
+    g = (n - k) // s + 1
+    shape = list(a.shape)
+    shape[axis] = g
+    out = _scratch(shape)
+    dst = np.moveaxis(out, axis, 0)
+    # every ufunc below writes to memory none of its inputs overlaps (a strided plane of ``dst`` next
+    # to the one just read would make numpy copy both to a temporary on every call)
+    run = np.empty(src.shape[1:], dtype=np.float32)   # the running window sum, contiguous
+    np.copyto(run, src[0])
+    for j in range(1, k):
+        np.add(run, src[j], out=run)
+    np.copyto(dst[0], run)
+    tmp = np.empty_like(run)
+    if s == 1:
+        prev = dst[0]
+        for i in range(1, g):             # window [i, i + k) = window i − 1, minus plane i − 1, plus plane i + k − 1
+            np.subtract(prev, src[i - 1], out=tmp)
+            np.add(tmp, src[i + k - 1], out=dst[i])
+            prev = dst[i]
+        return out
+    for i in range(1, (g - 1) * s + 1):
+        np.subtract(run, src[i - 1], out=tmp)
+        np.add(tmp, src[i + k - 1], out=run)
+        if i % s == 0:
+            np.copyto(dst[i // s], run)
+    return out
 
 
 def _box_mean_torch(t: torch.Tensor, kernel, stride) -> torch.Tensor:
