@@ -82,7 +82,7 @@ def build_parser() -> Parser:
                         "validation subset once per seed (grids of A.4); the best trial is stored and used by "
                         "every cycle and method; an interrupted study resumes")
     p.add_argument("--image-size", type=int_arg(8, 4096), default=None, metavar="PX",
-                   help="roll-out/folder data: side length the images are resized to (default: 224 thesis, 64 laptop, 32 smoke)")
+                   help="roll-out/folder data: side length the images are resized to (default: 224 thesis, 32 laptop and smoke)")
     p.add_argument("--cache-dir", type=out_arg, default=None, metavar="DIR",
                    help="SimCLR checkpoints and decoded roll-out images (default: OUT/.cache)")
     p.add_argument("--imbalance", type=choice(("oversample", "weighted_ce"), "imbalance handling"), default=None,

@@ -105,3 +105,26 @@ def test_selection_same_picks_under_any_blas_threads():
     with threadpool_limits(limits=2):
         b = kmeanspp_badge(probs, h, 20, np.random.default_rng(1))
     assert a.tolist() == b.tolist()
+
+
+@needs_fmnist
+def test_same_seed_and_threads_same_numbers_other_threads_refused_on_resume(tmp_path, monkeypatch, keep_threads):
+    """Same seed + same thread count → identical cycle records; the thread count is part of the run's
+    identity (numbers may differ in the last bits across thread counts: measured, see README), so
+    resuming a run with another --threads is refused with one line instead of mixing them."""
+    from core.errors import UserError
+    from experiments import cifar10
+    monkeypatch.setenv("REALISTIC_AL_QUIET", "1")
+    base = ["--preset", "smoke", "--seeds", "1", "--method", "entropy", "--rounds", "2", "--device", "cpu", "--quiet",
+            "--threads", "1"]
+
+    def records(out):
+        f = next(out.rglob("cycles.jsonl"))
+        return [(r["budget"], r["queried"], r["metrics"]["accuracy"], r["metrics"]["val_best"])
+                for r in map(json.loads, f.read_text().splitlines())]
+
+    assert cifar10.main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert cifar10.main([*base, "--out", str(tmp_path / "b")]) == 0
+    assert records(tmp_path / "a") == records(tmp_path / "b")
+    with pytest.raises(UserError, match="threads"):
+        cifar10.main([*base[:-1], "2", "--out", str(tmp_path / "a"), "--resume"])
