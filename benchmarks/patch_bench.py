@@ -20,7 +20,6 @@ shared machine does not bend the ratios); wall medians are printed too; 1 torch/
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,14 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.study_bench import uptime  # noqa: E402
 from segmentation.patches import box_mean, box_mean_loop  # noqa: E402
-
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "(uptime not available)"
 
 
 def timed(fn, repeats: int, sync=lambda: None) -> tuple[float, float, object]:

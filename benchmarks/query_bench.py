@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.study_bench import uptime  # noqa: E402
+
 
 def _hwm_kib() -> int:
     for line in open("/proc/self/status"):
@@ -54,12 +56,6 @@ def _reset_hwm() -> bool:
 def _clock(device: str) -> float:
     return time.perf_counter() if device == "cuda" else time.process_time()
 
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "(uptime not available)"
 
 
 def badge_child(mode: str, n: int, c: int, d: int, k: int, seed: int, device: str = "cpu", threads: int = 1) -> None:

@@ -18,19 +18,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.study_bench import uptime  # noqa: E402
 
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "(uptime not available)"
 
 
 def main(argv=None) -> int:
