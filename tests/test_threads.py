@@ -108,7 +108,7 @@ def test_selection_same_picks_under_any_blas_threads():
 
 
 @needs_fmnist
-def test_same_seed_and_threads_same_numbers_other_threads_refused_on_resume(tmp_path, monkeypatch, keep_threads):
+def test_same_seed_and_threads_same_numbers_and_recorded(tmp_path, monkeypatch, keep_threads):
     """Same seed + same thread count → identical cycle records; the thread count is part of the run's
     identity (numbers may differ in the last bits across thread counts: measured, see README), so
     resuming a run with another --threads is refused with one line instead of mixing them."""
