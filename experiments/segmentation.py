@@ -440,7 +440,10 @@ def run_job(ctx: dict, run) -> dict:
                                 overlap=cfg["overlap"], method=qm, backend=cfg["backend"], work_dir=run.dir / "nnunet")
     pool = domain.initial_pool([])
     schedule = cfg.get("beta_schedule", "exponential")
-    with RunStore(run.dir, cfg, resume=True) as store:
+    import torch
+    # the job's thread count (core.threads policy, applied by the study layer): recorded, so a resume under
+    # another count is refused (same seed + same threads → same numbers)
+    with RunStore(run.dir, {**cfg, "threads": torch.get_num_threads()}, resume=True) as store:
         if not store.done:
             run.resumed(len(store.records))
             ActiveLearningLoop(pool, train=domain.train, evaluate=domain.evaluate, evidence=domain.evidence, query=qm,

@@ -127,3 +127,25 @@ def test_same_seed_and_threads_same_numbers_and_recorded(tmp_path, monkeypatch, 
     assert records(tmp_path / "a") == records(tmp_path / "b")
     cfg = json.loads(next((tmp_path / "a").rglob("config.json")).read_text())["config"]
     assert cfg["threads"] == 1
+
+
+def test_segmentation_training_uses_and_records_the_thread_count(tmp_path, monkeypatch, keep_threads):
+    """The segmentation CLI: --threads 2 inside every training of the loop, and in the run's config."""
+    from experiments import segmentation as seg_cli
+    from segmentation import experiment
+    seen = []
+    orig = experiment.SegmentationDomain.train
+
+    def spy(self, *a, **k):
+        seen.append(torch.get_num_threads())
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(experiment.SegmentationDomain, "train", spy)
+    monkeypatch.setenv("REALISTIC_AL_QUIET", "1")
+    torch.set_num_threads(1)
+    assert seg_cli.main(["--preset", "smoke", "--seeds", "1", "--method", "random", "--no-full-data", "--loops", "2",
+                         "--iterations", "2", "--ensemble", "1", "--threads", "2", "--quiet",
+                         "--out", str(tmp_path)]) == 0
+    assert seen and set(seen) == {2}
+    cfg = json.loads(next(tmp_path.rglob("seed0/config.json")).read_text())["config"]
+    assert cfg["threads"] == 2
