@@ -591,7 +591,7 @@ def domains(args, root: Path) -> list:
     the data (phantoms, resampling cache) first; every user error is one line before any job."""
     from segmentation.experiment import SegmentationDomain
     from segmentation.budget import fit_schedule
-    from segmentation.plans import match_setting, plan_network
+    from segmentation.plans import check_network_fits, match_setting, plan_network
     r = _resolve(args)
     preset = r["preset"]
     device = resolve_device(args.device)
@@ -609,6 +609,8 @@ def domains(args, root: Path) -> list:
         fp = data.fingerprint()
         plan = plan_network(fp["median_shape"], data.spacing, preset)
         backend = r["backend"]
+        if backend == "monai":
+            check_network_fits(plan, fp["median_shape"])
         pr.log(f"{data.name}: {fp['n_train']} train+pool / {fp['n_test']} test images, spacing {data.spacing}, "
                f"median shape {fp['median_shape']}; query patch {qs.patch}, starting budget {qs.start_size} + "
                f"{qs.query_size} patches/query × {qs.loops - 1} ({qs.source}); "

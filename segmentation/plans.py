@@ -422,3 +422,14 @@ def plan_network(median_shape, spacing, preset: Preset) -> NetworkPlan:
         kernels, strides, div, patch = fit(p2)
     filters = [int(min(preset.base_filters * 2 ** i, preset.max_filters)) for i in range(len(strides))]
     return NetworkPlan(tuple(int(v) for v in patch), kernels, strides, filters)
+
+
+def check_network_fits(plan: NetworkPlan, median_shape) -> None:
+    """The MONAI DynUNet needs at least 3 levels (2 poolings); images too small to pool twice down
+    to 4-voxel feature maps are refused in one line before anything is trained."""
+    if len(plan.strides) < 3:
+        shape = "×".join(str(int(v)) for v in median_shape)
+        raise UserError(f"the images (median shape {shape} voxels after resampling) are too small for the network: "
+                        "a U-Net of 3 levels pools twice down to ≥ 4-voxel feature maps, so some axis needs ≥ 16 "
+                        "voxels — use larger images, or --backend nnunet")
+

@@ -229,3 +229,13 @@ def test_loops_share_the_initialisation_of_their_run(tmp_path, train_seed, same)
     wa = torch.cat([p.detach().flatten() for p in a.models[0].parameters()])
     wb = torch.cat([p.detach().flatten() for p in b.models[0].parameters()])
     assert torch.equal(wa, wb) is same
+
+
+def test_images_too_small_for_the_network_are_one_line_before_training(tmp_path, capsys):
+    """A 12×12×8 dataset cannot be pooled twice to 4-voxel feature maps: refused in one line (was a
+    DynUNet traceback inside the job)."""
+    root = write_msd(tmp_path / "ds", n=8, shape=(12, 12, 8), channels=1)
+    code, _, err = _cli(capsys, ["--preset", "smoke", "--dataset", str(root), "--method", "random", "--no-full-data",
+                                 "--out", str(tmp_path / "o")])
+    assert code == 2 and "too small for the network" in err and len(err.strip().splitlines()) == 1, err
+    assert not list((tmp_path / "o").rglob("config.json"))
