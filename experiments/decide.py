@@ -24,16 +24,15 @@ for one new dataset (the validation paradox, thesis §4.2).
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from core.analysis import decision as dec
 from core.errors import UserError
-from core.store import atomic_write_text, clean_temp, exclusive
+from core.store import atomic_write_text
 from experiments.common import Parser, main_guard
-from experiments.report import Analysis, add_analysis_args, add_cost_args, validate, write
+from experiments.report import Analysis, add_analysis_args, add_cost_args, output_dir, validate, write, writing
 from experiments.runs import load
 
 
@@ -115,20 +114,17 @@ def _f(v, fmt: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    out = output_dir(args)   # before any work
     col = load(args.paths, args.metric, require_curves=True)
     validate(args, col)
     from experiments.report import resolve_baseline
     baseline = resolve_baseline(col, args.baseline, required=True)
     check_inputs(col, baseline)
-    out = Path(args.out or args.paths[0])
     costs = dec.Costs(args.label_cost, args.gpu_hour, args.overhead, args.target_metric)
     args.baseline = baseline
     an = Analysis(col, args, costs, baseline_required=True)
     md = decision_markdown(an)
-    if args.out is None and not Path(args.paths[0]).is_dir():
-        raise UserError(f"{args.paths[0]} is not a folder; pass --out DIR for the report")
-    with exclusive(out / ".table.lock", f"the tables in {out}", wait=True):
-        clean_temp(out)  # files of a killed report
+    with writing(out):
         files = write(an, out, title=f"realistic-al decision report — {col.domain}")
         atomic_write_text(out / "decision.md", md)
         atomic_write_text(out / "decision.csv", an.decision.fingerprints.to_csv(index=False))

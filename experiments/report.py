@@ -34,6 +34,7 @@ with its reason, never as a number.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import math
 from collections import OrderedDict
@@ -503,13 +504,27 @@ def _decision_parts(an: Analysis, figs: dict) -> list[str]:
 
 # ----------------------------------------------------------------------------------------- main
 
+def output_dir(args) -> Path:
+    """Where the report goes: ``--out``, else the first path, which must then be a folder."""
+    if args.out is None and not Path(args.paths[0]).is_dir():
+        raise UserError(f"{args.paths[0]} is not a folder; pass --out DIR for the report")
+    return Path(args.out or args.paths[0])
+
+
+@contextlib.contextmanager
+def writing(out: Path):
+    """Write the report's files under the output folder's table lock (shared with the CLIs' tables),
+    after removing the temporary files of a killed writer."""
+    with exclusive(out / ".table.lock", f"the tables in {out}", wait=True):
+        clean_temp(out)
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     col = load(args.paths, args.metric)
     validate(args, col)
-    out = Path(args.out or args.paths[0])
-    if args.out is None and not Path(args.paths[0]).is_dir():
-        raise UserError(f"{args.paths[0]} is not a folder; pass --out DIR for the report")
+    out = output_dir(args)
     panels = None
     if args.scores is not None:
         if args.scores < -1:
@@ -520,8 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "(runs written before query summaries were stored have none)")
     costs = dec.Costs(args.label_cost, args.gpu_hour, args.overhead, args.target_metric)
     an = Analysis(col, args, costs)
-    with exclusive(out / ".table.lock", f"the tables in {out}", wait=True):
-        clean_temp(out)  # tables of a killed report
+    with writing(out):
         if panels:
             from core import report as core_report
             name = f"scores_cycle{'last' if args.scores == -1 else args.scores}.png"
