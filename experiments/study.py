@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import itertools
-import sys
 import tomllib
 from pathlib import Path
 from typing import Sequence
