@@ -393,10 +393,14 @@ def _resolve(args) -> dict:
 _DATA: dict = {}
 
 
+def _data_key(ctx: dict) -> tuple:
+    return str(ctx["data_root"]), str(ctx["cache"]), ctx["split_seed"]
+
+
 def _data(ctx: dict):
     """The prepared dataset (from the cache the driver filled), once per process."""
     from segmentation.data import prepare
-    key = (str(ctx["data_root"]), str(ctx["cache"]), ctx["split_seed"])
+    key = _data_key(ctx)
     if key not in _DATA:
         _DATA.clear()
         _DATA[key] = prepare(ctx["data_root"], ctx["cache"], split_seed=ctx["split_seed"])
@@ -468,10 +472,11 @@ class SegmentationStudyDomain:
         self.device, self.is_ph = device, is_ph
         self.ds_key = "phantoms" if is_ph else _safe(data.name)
         self.prefix = f"{DOMAIN}/{self.ds_key}/{args.regime}"
-        self.ctx = {"data_root": data_root, "cache": Path(args.data_dir) if args.data_dir else None,
-                    "split_seed": args.split_seed, "qs": qs, "preset": r["preset"], "plan": plan, "device": device,
-                    "backend": r["backend"]}
-        self.ctx["cache"] = (Path(args.data_dir) if args.data_dir else Path(args.out) / "data") / "cache"
+        cache = (Path(args.data_dir) if args.data_dir else Path(args.out) / "data") / "cache"   # as _load_data
+        self.ctx = {"data_root": data_root, "cache": cache, "split_seed": args.split_seed, "qs": qs,
+                    "preset": r["preset"], "plan": plan, "device": device, "backend": r["backend"]}
+        _DATA.clear()   # jobs in this process (serial executor) use the data the driver prepared, not a second read
+        _DATA[_data_key(self.ctx)] = data
         self.configs = {}
         for seed in r["seeds"]:
             for m in r["methods"]:
