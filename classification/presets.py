@@ -1,7 +1,11 @@
 """Presets: ``thesis`` keeps every thesis setting (the per-dataset recipes of ``classification.datasets``
 as they are); ``laptop`` keeps the protocol (splits, label regimes, retraining from scratch, the
-recipes' learning rate / weight decay / augmentation / sampling, upsampling) but shrinks the pool,
-the test set, the network width, the batch size and the number of epochs to fit a 2-core CPU;
+recipes' learning rate / weight decay / sampling, upsampling) but shrinks the pool, the test set,
+the network width, the batch size and the number of epochs to fit a 2-core CPU, and trains with the
+``standard`` augmentation (random crop + flip, or the family's standard transforms) — the other
+value of the thesis' own tuning space for supervised training (``classification.tuning``:
+{randaugment, standard}): the 200-epoch recipe's RandAugmentMC + Cutout under-fits a 4-epoch
+training (Random at 500 labels 74 % vs 78 %, README "Speed"); ``--tune`` still chooses between them;
 ``smoke`` is for tests.
 
 The pool of a shrunken preset is never smaller than ``pool_factor`` × the final budget of the run
@@ -30,6 +34,7 @@ class Preset:
     train: TrainConfig        # the preset's scale (epochs, width, batch cap, ...) on the CIFAR recipe
     pool_factor: float | None = None   # the pool holds at least this × the final budget (None: all data)
     rollout_scale: dict | None = None  # roll-out / folder data: these SCALE fields replace the preset's
+    augmentation: str | None = None    # replaces the supervised recipe's augmentation (None: the recipe's)
 
 
 # Table A.7 (ST, CIFAR): 200 epochs, 10 warm-up, batch 1024, lr 0.1, wd 5e-3, RandAugmentMC.
@@ -37,14 +42,15 @@ _THESIS = TrainConfig(**datasets.CIFAR_RECIPES["supervised"], min_train=5500, wi
 
 PRESETS = {
     "thesis": Preset("thesis", None, None, None, _THESIS),
-    # laptop (issue 14, measured on Fashion-MNIST Low, Random at 500 labels, one paired training each):
-    # 5 epochs x 5 500 samples, width 16 -> 77.0 %; 4 x 5 500 -> 74.4 %; 4 x 4 000 -> 72.5 %; width 8 -> 73.5 %;
-    # batch 64 with ~10 k samples -> 67-69 %.  So the per-cycle training stays; the pool is 5 000 (the
-    # query's backbone pass over it is the other per-cycle cost) and roll-out data trains at 32 px on
-    # 5 x 2 000 samples (a 2 000-image folder: ~10 CPU-minutes for 3 methods x 10 rounds).
+    # laptop (issue 14; Fashion-MNIST Low, Random's 500-label set, one training per seed 0/1/2, 1 thread,
+    # README "Speed"): 5 x 5 500, batch 128, RandAugmentMC -> 74.3 % mean, 44 CPU-s; the same work with
+    # cuts (4 x 4 500 ...) 71.7 %; batch 64 alone +2 points; standard augmentation +4-5 points:
+    # 4 x 4 000, batch 64, standard -> 78 %, 28 CPU-s (the main job's 28 trainings ~13 CPU-minutes).
+    # The pool is 5 000 (the query's backbone pass over it is the other per-cycle cost); roll-out /
+    # folder data trains at 32 px on 4 x 2 000 samples.
     "laptop": Preset("laptop", 5_000, 2_000, None,
-                     replace(_THESIS, epochs=5, warmup_epochs=1, batch_size=128, width=16), pool_factor=2.0,
-                     rollout_scale={"min_train": 2000}),
+                     replace(_THESIS, epochs=4, warmup_epochs=1, batch_size=64, width=16, min_train=4000),
+                     pool_factor=2.0, rollout_scale={"min_train": 2000}, augmentation="standard"),
     "smoke": Preset("smoke", 800, 300, 3,
                     replace(_THESIS, epochs=1, warmup_epochs=0, batch_size=64, width=4, min_train=128,
                             mc_samples=8, eval_batch_size=256), pool_factor=2.0),
@@ -65,6 +71,8 @@ def supervised_config(dataset: str, preset: Preset, regime: str | None = None) -
     own = {f.name: getattr(preset.train, f.name) for f in fields(TrainConfig) if f.name in SCALE}
     if preset.rollout_scale and datasets.get(dataset).rollout:
         own.update(preset.rollout_scale)
+    if preset.augmentation:
+        own["augmentation"] = preset.augmentation
     return replace(cfg, **own, batch_size=min(cfg.batch_size, preset.train.batch_size))
 
 

@@ -188,8 +188,13 @@ def test_query_size_ablation_schedules_of_A52():
 def test_laptop_scales_the_recipe_but_keeps_its_hps():
     from classification.presets import PRESETS, supervised_config
     mio = supervised_config("miotcd", PRESETS["laptop"])
-    assert (mio.lr, mio.batch_size, mio.epochs, mio.width, mio.imbalance) == (0.01, 128, 5, 16, "oversample")
-    assert supervised_config("miotcd", PRESETS["thesis"]).batch_size == 512
+    assert (mio.lr, mio.batch_size, mio.epochs, mio.width, mio.imbalance) == (0.01, 64, 4, 16, "oversample")
+    thesis = supervised_config("miotcd", PRESETS["thesis"])
+    assert (thesis.batch_size, thesis.epochs, thesis.augmentation) == (512, 200, "randaugment")
+    # the laptop preset trains with the tuning space's other augmentation (its 4 epochs under-fit RandAugmentMC)
+    assert mio.augmentation == "standard"
+    assert supervised_config("fashion_mnist", PRESETS["laptop"]).augmentation == "standard"
+    assert supervised_config("fashion_mnist", PRESETS["smoke"]).augmentation == "randaugment"
 
 
 def test_retune_cycles():
