@@ -202,6 +202,11 @@ class RayExecutor(Executor):
                 else:
                     workers = self.workers or max(1, (os.cpu_count() or 1) // max(1, threads or 1))
                     before = _children(os.getpid()) if Path("/proc").is_dir() else set()
+                    # Ray starts its workers at nice 15: on a machine running anything else the study's
+                    # jobs would get a fraction of a core while the serial executor's run at full
+                    # priority.  A local instance runs them at the driver's priority (a user's
+                    # RAY_worker_niceness wins).
+                    os.environ.setdefault("RAY_worker_niceness", "0")
                     ray.init(address="local", num_cpus=workers * max(1, threads or 1), **kw)
                     guard = _start_guard(before)
             except (ConnectionError, RuntimeError, ValueError) as e:

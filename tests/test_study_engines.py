@@ -154,3 +154,20 @@ def test_sigkill_of_the_values_driver_leaves_no_workers(tmp_path):
     finally:
         if drv.poll() is None:
             drv.kill()
+
+
+def test_local_ray_jobs_run_at_the_drivers_priority(tmp_path):
+    """Ray starts workers at nice 15 by default: beside any other work the jobs would starve while the
+    serial executor's run at full priority.  The local instance the executor starts runs them at the
+    driver's niceness (own process: the module's Ray fixture must not be initialised)."""
+    code = (
+        "import os, ray\n"
+        "from core.executors import RayExecutor\n"
+        "with RayExecutor(workers=1).session(%r, {}, 1):\n"
+        "    print('NICE', ray.get(ray.remote(lambda: os.nice(0)).remote()), os.nice(0))\n" % str(tmp_path))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_worker_niceness"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    line = [x for x in r.stdout.splitlines() if x.startswith("NICE")]
+    assert r.returncode == 0 and line, r.stderr[-2000:]
+    _, worker, driver = line[0].split()
+    assert worker == driver, line
