@@ -170,6 +170,52 @@ def badge_dense(probs, h) -> torch.Tensor:
     return (a[:, :, None] * hh[:, None, :]).reshape(len(a), -1)
 
 
+_DRAW_BLOCK = 512    # rows per partial sum of the D² draw
+_GATHER_ROWS = 256   # rows gathered per chunk by the pruned BADGE step (256 × D floats stay in L2)
+
+
+class _D2Sampler:
+    """Inverse-CDF draws ∝ D² over blocks of :data:`_DRAW_BLOCK` rows: a cumulative sum over the block
+    sums picks the block, one over that block's rows picks the row, so a draw reads ~N/512 + 512
+    values instead of all N, and after a step only the blocks holding changed rows are summed again.
+    The dense reference and the factorised path share it (same D² → same picks)."""
+
+    def __init__(self, d2: np.ndarray):
+        self.n = len(d2)
+        self.nb = -(-self.n // _DRAW_BLOCK)
+        self.buf = np.zeros(self.nb * _DRAW_BLOCK)
+        self.d2 = self.buf[:self.n]          # the D² of every row (callers update it in place)
+        self.d2[:] = d2
+        self.blocks = self.buf.reshape(self.nb, _DRAW_BLOCK)
+        self.sums = self.blocks.sum(1)
+
+    def refresh(self, rows=None):
+        """Sum again the blocks holding ``rows`` (all blocks when None) after their D² changed."""
+        if rows is None:
+            self.sums = self.blocks.sum(1)
+        elif len(rows):
+            b = np.unique(np.asarray(rows) // _DRAW_BLOCK)
+            self.sums[b] = self.blocks[b].sum(1)
+
+    def draw(self, rng: np.random.Generator):
+        """A row drawn ∝ D² with one ``rng.random()``; None (and no draw) when every D² is 0."""
+        cb = np.cumsum(self.sums)
+        total = cb[-1]
+        if not np.isfinite(total) or total <= 0:
+            return None
+        r = rng.random() * total
+        b = min(int(np.searchsorted(cb, r, side="right")), self.nb - 1)
+        r -= cb[b - 1] if b else 0.0
+        row = self.blocks[b]
+        i = int(np.searchsorted(np.cumsum(row), r, side="right"))
+        if i >= _DRAW_BLOCK or row[i] <= 0:   # round-off at the top of a block: its last positive row
+            pos = np.flatnonzero(row > 0)
+            if len(pos) == 0:
+                return int(np.flatnonzero(self.d2 > 0)[-1])
+            i = int(pos[-1])
+        return b * _DRAW_BLOCK + i
+
+
 @small_products()
 def kmeanspp_badge(probs, h, n: int, rng: np.random.Generator, dense: bool = False, return_scores: bool = False):
     """BADGE k-means++ seeding on ``g_i = a_i ⊗ h_i``.
@@ -181,73 +227,105 @@ def kmeanspp_badge(probs, h, n: int, rng: np.random.Generator, dense: bool = Fal
     if every remaining D² is 0 (identical embeddings) the rest is drawn uniformly.
     ``dense=True`` runs the same algorithm on the materialised embedding (reference only).
     ``return_scores``: also return each pick's D² when it was drawn (the first: its squared norm) and
-    every candidate's squared embedding norm (``(picks, pick_d2, norms2)``)."""
+    every candidate's squared embedding norm (``(picks, pick_d2, norms2)``).
+
+    Host path (numpy inputs or CPU tensors), exact pruning per step: the bound
+    ``|h_i·h_j| ≤ |h_i||h_j|`` (and ``h_i·h_j ≥ 0`` when every feature is ≥ 0, e.g. after a ReLU)
+    gives ``||g_i − g_j||² ≥ |g_i|² + |g_j|² − 2·f(a_i·a_j)·|h_i||h_j|`` (f = max(·, 0), else |·|)
+    from the cheap N×C product alone; rows whose bound is ≥ their D² keep it (a 1e-5 relative margin
+    covers round-off, so the result is the unpruned one), and the N×D mat-vec — the memory-bound
+    part — reads only the remaining rows (~5 % on BADGE embeddings).  The D² draw reads block sums
+    (:class:`_D2Sampler`), and only the blocks of changed rows are summed again."""
     a, hh = badge_factors(probs, h)
     N = len(a)
     _check_n(n, N)
     if n == 0:
         empty = np.zeros(0, dtype=np.int64)
         return (empty, np.zeros(0), np.zeros(N)) if return_scores else empty
+    host = a.device.type == "cpu" and not dense
     if dense:
         g = (a[:, :, None] * hh[:, None, :]).reshape(N, -1)
         sq = _sqnorm(g).double().cpu().numpy()
         gm = _host(g)
 
-        def dist_to(j):
-            return np.maximum(sq + sq[j] - 2 * _gram_row(gm, j), 0.0)
-    else:
+        def step(j, sampler):
+            np.minimum(sampler.d2, np.maximum(sq + sq[j] - 2 * _gram_row(gm, j), 0.0), out=sampler.d2)
+            sampler.d2[j] = 0.0
+            sampler.refresh()
+    elif not host:   # device tensors: full mat-vecs on the device
         sq = (_sqnorm(a) * _sqnorm(hh)).double().cpu().numpy()
         am, hm = _host(a), _host(hh)
-        hn = _sqnorm(hh).double().sqrt_().cpu().numpy()
-        if isinstance(hm, np.ndarray):   # gather buffer of the rows the bound keeps (torch's row copy is the fast one)
-            h_rows, h_t = torch.empty(hm.shape, dtype=torch.float32), torch.from_numpy(np.ascontiguousarray(hm))
 
-        def dist_to(j, d2=None):
-            """Squared distances to centre j.  With the current D² ``d2`` (host path): only the rows
-            whose D² the new centre can lower are computed.  Cauchy-Schwarz on the h factor,
-            |h_i·h_j| ≤ |h_i||h_j|, bounds ||g_i − g_j||² from below by |g_i|² + |g_j|² −
-            2|a_i·a_j||h_i||h_j| from the cheap N×C product alone; rows whose bound is ≥ their D²
-            keep it (a margin covers round-off), so the result is exact and the N×D mat-vec — the
-            memory-bound part — reads only the remaining rows (~10 % on BADGE embeddings)."""
-            ga = _gram_row(am, j)
-            if d2 is None or not isinstance(hm, np.ndarray):
-                return np.maximum(sq + sq[j] - 2 * ga * _gram_row(hm, j), 0.0)
-            base = sq + sq[j]
-            lower = base - 2 * np.abs(ga) * (hn * hn[j])
-            rows = np.flatnonzero(lower < d2 + 1e-5 * base)
-            out = d2.copy()
-            if len(rows) > len(sq) // 2:   # most rows needed: one full mat-vec is cheaper than a gather
-                return np.maximum(base - 2 * ga * _gram_row(hm, j), 0.0)
-            sub = torch.index_select(h_t, 0, torch.from_numpy(rows), out=h_rows[:len(rows)]).numpy()
-            gh = (sub @ hm[j]).astype(np.float64)
-            out[rows] = np.maximum(base[rows] - 2 * ga[rows] * gh, 0.0)
-            return out
+        def step(j, sampler):
+            new = np.maximum(sq + sq[j] - 2 * _gram_row(am, j) * _gram_row(hm, j), 0.0)
+            np.minimum(sampler.d2, new, out=sampler.d2)
+            sampler.d2[j] = 0.0
+            sampler.refresh()
+    else:
+        an, hm = a.numpy(), np.ascontiguousarray(hh.numpy())
+        aT = np.ascontiguousarray(an.T)                     # C×N: a_j @ aT streams rows (fast gemv)
+        h_t = torch.from_numpy(hm)
+        sq = (_sqnorm(a) * _sqnorm(hh)).double().numpy()
+        hn = _sqnorm(hh).sqrt_().numpy()                     # float32 |h_i|
+        nonneg = bool(hh.min() >= 0) if hh.numel() else True
+        keep = 1.0 - 1e-5
+        thr = np.full(N, -np.inf)                            # (1 − 1e-5)|g_i|² − D²_i, kept per row
+        chunk = torch.empty((_GATHER_ROWS, hm.shape[1]), dtype=torch.float32)   # gathered rows stay in L2
+        chunk_np = chunk.numpy()
+        gh_buf = np.empty(N, dtype=np.float32)
+        bound = np.empty(N, dtype=np.float32)
+        slack = np.empty(N)
+
+        def step(j, sampler):
+            d2 = sampler.d2
+            ga = an[j] @ aT
+            # candidates: 2·f(a_i·a_j)|h_i||h_j| > (1 − 1e-5)(|g_i|² + |g_j|²) − D²_i
+            b = np.maximum(ga, 0.0, out=bound) if nonneg else np.abs(ga, out=bound)
+            np.multiply(b, hn, out=b)
+            b *= 2.0 * float(hn[j])
+            rows = np.flatnonzero(np.subtract(b, thr, out=slack) > keep * sq[j])
+            hj = hm[j]
+            if len(rows) > N // 2:   # most rows needed: one full mat-vec is cheaper than a gather
+                rows = np.arange(N)
+                gh = hm @ hj
+            else:   # gather + mat-vec in L2-sized chunks (one big gather would go through memory twice)
+                gh = gh_buf[:len(rows)]
+                rows_t = torch.from_numpy(rows)
+                for s in range(0, len(rows), _GATHER_ROWS):
+                    r = rows_t[s:s + _GATHER_ROWS]
+                    torch.index_select(h_t, 0, r, out=chunk[:len(r)])
+                    np.dot(chunk_np[:len(r)], hj, out=gh[s:s + len(r)])
+            new = sq[rows] + sq[j] - 2.0 * ga[rows].astype(np.float64) * gh
+            lower = new < d2[rows]
+            ch = rows[lower]
+            d2[ch] = np.maximum(new[lower], 0.0)
+            d2[j] = 0.0
+            thr[ch] = keep * sq[ch] - d2[ch]
+            thr[j] = keep * sq[j]
+            sampler.refresh(np.append(ch, j))
 
     chosen = np.zeros(N, dtype=bool)
     j = int(np.argmax(sq))
     picks = [j]
     vals = [float(sq[j])]
     chosen[j] = True
-    d2 = dist_to(j)
-    d2[j] = 0.0
+    sampler = _D2Sampler(np.full(N, np.inf))   # no centre yet: every row is computed in the first step
+    step(j, sampler)
+    sampler.refresh()
     while len(picks) < n:
-        cdf = np.cumsum(d2)
-        total = cdf[-1]
-        if not np.isfinite(total) or total <= 0:
+        j = sampler.draw(rng)
+        if j is None:
             rest = np.flatnonzero(~chosen)
             extra = rng.choice(rest, size=n - len(picks), replace=False)
             picks.extend(int(e) for e in extra)
             vals.extend([0.0] * len(extra))
             break
-        # inverse-CDF draw ∝ D²: chosen points have zero width and cannot be hit
-        j = min(int(np.searchsorted(cdf, rng.random() * total, side="right")), N - 1)
         if chosen[j]:  # only reachable through round-off at the very top of the CDF
-            j = int(np.flatnonzero(d2 > 0)[-1])
+            j = int(np.flatnonzero(sampler.d2 > 0)[-1])
         picks.append(j)
-        vals.append(float(d2[j]))
+        vals.append(float(sampler.d2[j]))
         chosen[j] = True
-        np.minimum(d2, dist_to(j, d2) if not dense else dist_to(j), out=d2)
-        d2[j] = 0.0
+        step(j, sampler)
     picks_a = np.asarray(picks, dtype=np.int64)
     return (picks_a, np.asarray(vals), sq) if return_scores else picks_a
 
