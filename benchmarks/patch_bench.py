@@ -3,7 +3,8 @@
     python benchmarks/patch_bench.py [--check] [--size 128] [--window 20] [--stride 1] [--positions 3000]
 
 Scores every window of a ``size³`` uncertainty map with a ``window³`` box using
-``segmentation.patches.box_mean`` (separable running sums, O(voxels)) and compares, in the same run:
+``segmentation.patches.box_mean`` (separable, O(voxels): running sums over whole planes along the two
+outer axes, a prefix-sum scan along the innermost) and compares, in the same run:
 
 * one streaming pass over the map (``np.copyto`` into a preallocated buffer: every voxel read once
   and written once — the memory-bandwidth floor any all-window scoring must pay).

@@ -5,14 +5,16 @@ image (origin = grid index · s; every box lies fully inside its image, as in nn
 convolution).  Candidate id = offset of the image + flat grid index, so ids are dense integers
 over all train+pool images but are never materialised: the pool stores only the labelled ids.
 
-* :func:`box_mean` — mean of a voxel map over every window (separable running sums along the
-  three axes, O(voxels), never a loop over positions).
+* :func:`box_mean` — mean of a voxel map over every window (separable: running sums over whole
+  planes along the two outer axes, a prefix-sum scan along the innermost; O(voxels), never a loop
+  over positions).
 * :class:`PatchPool` — the ``core.pool.Pool`` contract over those ids, stored sparsely.
 * :class:`ImageSelector` — per-image greedy selection without overlap (allowed overlap ``o``)
   with already-annotated voxels and with earlier picks.
 """
 from __future__ import annotations
 
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -32,8 +34,17 @@ def box_mean(u, kernel: Sequence[int], stride: Sequence[int] | int = 1):
     ``u`` is ``[..., X, Y, Z]``; the result is ``[..., Gx, Gy, Gz]`` with ``G = (D − k) // s + 1``
     and element ``g`` = mean of ``u[..., g·s : g·s + k]`` (same type as the input: numpy in, numpy
     float32 out; a torch tensor stays on its device).  The kernel is truncated to the image where
-    it is larger.  Separable: along each axis a running sum (plus the window's entering plane, minus
-    its leaving one), so the cost is O(voxels) whatever the window size — never a loop over windows."""
+    it is larger.  Separable, O(voxels) whatever the window size — never a loop over windows:
+
+    1. X: a running sum over whole ``[Y, Z]`` planes (add the plane entering the window, subtract the
+       one leaving it; every operation streams a contiguous plane);
+    2. Z (the innermost axis): a prefix sum along the rows (torch's cumsum, a tight scan) and one
+       shifted difference, written with the Y and X axes swapped so that
+    3. Y becomes the outer axis: a running sum over contiguous ``[Gx, Gz]`` planes again, each result
+       plane scaled by 1/|window| and written straight into its place in the output.
+
+    No pass walks an outer axis column by column (numpy's cumsum along an outer axis does, and is an
+    order of magnitude slower), and the map is read in three streaming passes plus the scan."""
     stride = (stride,) * 3 if isinstance(stride, (int, np.integer)) else tuple(int(v) for v in stride)
     if isinstance(u, torch.Tensor):
         return _box_mean_torch(u, kernel, stride)
@@ -42,84 +53,101 @@ def box_mean(u, kernel: Sequence[int], stride: Sequence[int] | int = 1):
         raise ValueError("box_mean needs at least 3 spatial dims")
     if a.dtype != np.float32:
         a = a.astype(np.float32)
-    k = [min(int(kk), int(d)) for kk, d in zip(kernel, a.shape[-3:])]
-    scale = np.float32(1.0 / float(np.prod(k)))
-    # the innermost axis first, while the map is contiguous: a prefix sum along rows (torch's cumsum
-    # is a tight scan there) and one shifted difference; then the two outer axes by running sums
-    # over whole planes (never numpy's cumsum along an outer axis, which walks column by column).
-    # With a coarser grid on the outer axes they go first: each shrinks the map by its stride.
-    last_first = stride[0] * stride[1] == 1
-    if last_first:
-        a = _window_sum_last(a, k[2], stride[2])
-    a = _window_sum_planes(a, a.ndim - 3, k[0], stride[0])   # planes a[..., x, :, :]
-    a = _window_sum_planes(a, a.ndim - 2, k[1], stride[1])   # planes a[..., :, y, :] (rows contiguous)
-    if not last_first:
-        a = _window_sum_last(a, k[2], stride[2])
-    return np.multiply(a, scale, out=np.empty(a.shape, dtype=np.float32))
+    lead, (X, Y, Z) = a.shape[:-3], a.shape[-3:]
+    a = np.ascontiguousarray(a).reshape((-1, X, Y, Z))
+    L = a.shape[0]
+    k = [min(int(kk), int(d)) for kk, d in zip(kernel, (X, Y, Z))]
+    g = [(d - kk) // ss + 1 for d, kk, ss in zip((X, Y, Z), k, stride)]
+    # 1. X: [L, X, Y, Z] -> [L, Gx, Y, Z]
+    sx = _workspace("x", (L, g[0], Y, Z))
+    _running_planes(a.transpose(1, 0, 2, 3), sx.transpose(1, 0, 2, 3), k[0], stride[0])
+    # 2. Z: prefix sums along rows, differences written as [L, Y, Gx, Gz] (rows keep their Z order)
+    c = torch.from_numpy(sx)
+    torch.cumsum(c, -1, out=c)                          # in place: no second map-sized buffer
+    sz = _scratch((L, Y, g[0], g[2]), "z")
+    dst = torch.from_numpy(sz).transpose(1, 2)          # [L, Gx, Y, Gz] view of it
+    kz, st, gz = k[2], stride[2], g[2]
+    dst[..., 0] = c[..., kz - 1]
+    if gz > 1:   # sum over [o, o + k) = C[o + k − 1] − C[o − 1]
+        torch.sub(c[..., kz - 1 + st::st][..., :gz - 1], c[..., st - 1::st][..., :gz - 1], out=dst[..., 1:])
+    del c, dst, sx
+    # 3. Y: planes sz[:, y] -> out[:, :, y], scaled
+    out = np.empty((L, g[0], g[1], g[2]), dtype=np.float32)
+    _running_planes(sz.transpose(1, 0, 2, 3), out.transpose(2, 0, 1, 3), k[1], stride[1],
+                    scale=np.float32(1.0 / float(np.prod(k))))
+    return out.reshape(lead + tuple(g))
 
 
-def _window_sum_last(a: np.ndarray, k: int, s: int) -> np.ndarray:
-    """Sums of ``k`` consecutive elements along the last axis at starts 0, s, 2s, ... (float32)."""
-    n = a.shape[-1]
-    g = (n - k) // s + 1
-    c = torch.cumsum(torch.from_numpy(np.ascontiguousarray(a)), -1)
-    out = _scratch(a.shape[:-1] + (g,))
-    res = torch.from_numpy(out)
-    res[..., 0] = c[..., k - 1]
-    if g > 1:   # sum over [o, o + k) = C[o + k − 1] − C[o − 1]
-        torch.sub(c[..., k - 1 + s::s][..., :g - 1], c[..., s - 1::s][..., :g - 1], out=res[..., 1:])
-    return out
+_WORKSPACE = threading.local()
+_WORKSPACE_MAX = 64 * 2**20   # bytes kept between calls per buffer (larger maps allocate afresh)
 
 
-def _scratch(shape) -> np.ndarray:
-    """An uninitialised float32 array of ``shape`` whose last axis is padded (the view hides the
-    padding) so that the stride between rows of a plane ``[..., :, j, :]`` is not a multiple of
-    4 KiB: with such a stride (e.g. 128 × 128 float32) every row of the plane maps to the same cache
-    sets and a plane operation runs ~5× slower."""
+def _workspace(name: str, shape) -> np.ndarray:
+    """An uninitialised float32 array of ``shape`` backed by a buffer kept between calls (per thread):
+    a fresh map-sized array is handed out by the OS page by page, and those page faults cost about as
+    much as a pass over the map."""
+    shape = tuple(int(v) for v in shape)
+    n = int(np.prod(shape))
+    if n * 4 > _WORKSPACE_MAX:
+        return np.empty(shape, dtype=np.float32)
+    bufs = getattr(_WORKSPACE, "bufs", None)
+    if bufs is None:
+        bufs = _WORKSPACE.bufs = {}
+    buf = bufs.get(name)
+    if buf is None or len(buf) < n:
+        buf = bufs[name] = np.empty(n, dtype=np.float32)
+    return buf[:n].reshape(shape)
+
+
+def _scratch(shape, name: str) -> np.ndarray:
+    """A :func:`_workspace` array of ``shape`` whose second-to-last axis is padded (the view hides the
+    padding) so that the stride between its planes ``[..., i, :, :]`` is not a multiple of 4 KiB: with
+    such a stride (e.g. 128 × 128 float32) the rows of a plane ``[..., :, j, :]`` all map to the same
+    cache sets and a plane operation runs ~5× slower."""
     shape = tuple(int(v) for v in shape)
     rows, last = shape[-2], shape[-1]
     pad = 0
-    while (rows * (last + pad) * 4) % 4096 < 256 or (rows * (last + pad) * 4) % 4096 > 3840:
+    while ((rows + pad) * last * 4) % 4096 < 256 or ((rows + pad) * last * 4) % 4096 > 3840:
         pad += 1
         if pad > 64:
             pad = 0
             break
-    return np.empty(shape[:-1] + (last + pad,), dtype=np.float32)[..., :last]
+    return _workspace(name, shape[:-2] + (rows + pad, last))[..., :rows, :]
 
 
-def _window_sum_planes(a: np.ndarray, axis: int, k: int, s: int) -> np.ndarray:
-    """Sums of ``k`` consecutive elements along ``axis`` (not the innermost) at starts 0, s, 2s, ...
-    (float32): a running sum, one vectorised plane operation per step (add the plane entering the
-    window, subtract the one leaving it), so every pass streams whole rows.  numpy's own cumsum
-    along a non-innermost axis walks the data column by column and is an order of magnitude slower."""
-    src = np.moveaxis(a, axis, 0)
-    n = src.shape[0]
-    g = (n - k) // s + 1
-    shape = list(a.shape)
-    shape[axis] = g
-    out = _scratch(shape)
-    dst = np.moveaxis(out, axis, 0)
-    # every ufunc below writes to memory none of its inputs overlaps (a strided plane of ``dst`` next
-    # to the one just read would make numpy copy both to a temporary on every call)
+def _running_planes(src: np.ndarray, dst: np.ndarray, k: int, s: int, scale=None) -> None:
+    """``dst[i] = scale · Σ src[i·s : i·s + k]`` along the first axis of both views (float32): a
+    running sum, one vectorised plane operation per step (add the plane entering the window, subtract
+    the one leaving it), so every step streams whole rows.  ``dst`` may be any strided view."""
+    g = dst.shape[0]
     run = np.empty(src.shape[1:], dtype=np.float32)   # the running window sum, contiguous
     np.copyto(run, src[0])
     for j in range(1, k):
         np.add(run, src[j], out=run)
-    np.copyto(dst[0], run)
-    tmp = np.empty_like(run)
-    if s == 1:
+    # every ufunc below writes to memory none of its inputs overlaps (a strided plane of ``dst`` next
+    # to the one just read would make numpy copy both to a temporary on every call)
+    if scale is None and s == 1:   # the running sum lives in dst itself: two operations per plane
+        np.copyto(dst[0], run)
         prev = dst[0]
         for i in range(1, g):             # window [i, i + k) = window i − 1, minus plane i − 1, plus plane i + k − 1
-            np.subtract(prev, src[i - 1], out=tmp)
-            np.add(tmp, src[i + k - 1], out=dst[i])
+            np.subtract(prev, src[i - 1], out=run)
+            np.add(run, src[i + k - 1], out=dst[i])
             prev = dst[i]
-        return out
+        return
+
+    def emit(i):
+        if scale is None:
+            np.copyto(dst[i], run)
+        else:
+            np.multiply(run, scale, out=dst[i])
+
+    emit(0)
+    tmp = np.empty_like(run)
     for i in range(1, (g - 1) * s + 1):
         np.subtract(run, src[i - 1], out=tmp)
         np.add(tmp, src[i + k - 1], out=run)
         if i % s == 0:
-            np.copyto(dst[i // s], run)
-    return out
+            emit(i // s)
 
 
 def _box_mean_torch(t: torch.Tensor, kernel, stride) -> torch.Tensor:

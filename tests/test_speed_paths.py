@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from classification.model import ResNet18
-from core.selection import kmeanspp_badge
+from core.selection import _D2Sampler, kmeanspp_badge
 from segmentation.patches import box_mean, box_mean_loop
 
 
@@ -33,6 +33,53 @@ def test_badge_pruned_seeding_equals_dense_reference():
     assert fast.tolist() == dense.tolist()
 
 
+def test_badge_pruned_seeding_equals_dense_for_signed_features_and_repeated_rows():
+    """Features of both signs use the |a_i·a_j| bound (the ReLU bound would be wrong for them);
+    repeated rows give D² = 0 ties; the picks, their D² and the norms equal the dense reference."""
+    g = torch.Generator().manual_seed(5)
+    probs = torch.softmax(torch.randn(2500, 7, generator=g) * 2, 1)
+    h = torch.randn(2500, 48, generator=g)
+    probs[1000:1100], h[1000:1100] = probs[:100], h[:100]     # exact duplicates
+    fast = kmeanspp_badge(probs, h, 300, np.random.default_rng(11), return_scores=True)
+    dense = kmeanspp_badge(probs, h, 300, np.random.default_rng(11), dense=True, return_scores=True)
+    assert fast[0].tolist() == dense[0].tolist() and len(set(fast[0].tolist())) == 300
+    np.testing.assert_allclose(fast[1], dense[1], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(fast[2], dense[2], rtol=1e-5)
+
+
+def test_blocked_d2_draw_is_the_inverse_cdf_draw():
+    """The two-level draw (block sums, then rows of one block) picks the row a single cumulative sum
+    over all rows picks, for the same uniform number; zero-D² rows are never drawn."""
+    rng = np.random.default_rng(0)
+    for n in (1, 511, 512, 513, 5000):
+        d2 = rng.random(n) ** 3
+        d2[rng.random(n) < 0.3] = 0.0
+        if not d2.any():
+            d2[-1] = 1.0
+        s = _D2Sampler(d2)
+        cdf = np.cumsum(d2)
+        for u in np.r_[rng.random(200), 0.0, 1.0 - 1e-16]:
+            got = s.draw(_Fixed(u))
+            assert d2[got] > 0
+            r = u * cdf[-1]
+            want = int(np.searchsorted(cdf, r, side="right"))
+            if want < n and np.abs(cdf - r).min() > 1e-9 * cdf[-1]:   # not on a boundary (round-off)
+                assert got == want, (n, u)
+        s.d2[:] = 0.0
+        s.refresh(np.arange(n))
+        assert s.draw(_Fixed(0.5)) is None
+
+
+class _Fixed:
+    """A stand-in generator whose ``random()`` returns a fixed number."""
+
+    def __init__(self, u):
+        self.u = u
+
+    def random(self):
+        return self.u
+
+
 def test_box_mean_odd_shapes_strides_and_power_of_two_sizes():
     rng = np.random.default_rng(0)
     for shape, k, s in (((2, 64, 64, 64), (9, 5, 16), (1, 1, 1)), ((33, 17, 40), (7, 17, 3), (2, 1, 3)),
@@ -43,3 +90,22 @@ def test_box_mean_odd_shapes_strides_and_power_of_two_sizes():
         for lead in np.ndindex(*shape[:-3]):   # leading dims (channels) are scored one by one
             ref = box_mean_loop(u[lead], k, s).reshape(fast[lead].shape)
             assert np.abs(fast[lead] - ref).max() < 1e-5
+
+
+def test_box_mean_benchmark_window_layouts_and_reused_workspace():
+    """The benchmark's case at a smaller size (window 20, stride 1), non-contiguous and float64
+    inputs, and repeated calls: the scratch buffers kept between calls never leak into a result."""
+    rng = np.random.default_rng(1)
+    u = rng.random((44, 40, 36), dtype=np.float32) * np.float32(np.log(4))
+    first = box_mean(u, (20, 20, 20), 1)
+    keep = first.copy()
+    pos = np.stack(np.unravel_index(rng.choice(first.size, 300, replace=False), first.shape), 1)
+    ref = box_mean_loop(u, (20, 20, 20), 1, positions=pos)
+    assert np.abs(first[tuple(pos.T)] - ref).max() <= 1e-5
+    other = box_mean(rng.random((44, 40, 36), dtype=np.float32), (20, 20, 20), 1)   # same workspace
+    assert np.array_equal(first, keep) and not np.shares_memory(first, other)
+    v = rng.random((3, 30, 26, 22))                      # float64, leading dim, then a strided view
+    out = box_mean(v[:, ::-1, :, 1::2], (5, 6, 4), (1, 2, 1))
+    for c in range(3):
+        ref = box_mean_loop(v[c, ::-1, :, 1::2], (5, 6, 4), (1, 2, 1)).reshape(out[c].shape)
+        assert out.dtype == np.float32 and np.abs(out[c] - ref).max() < 1e-5
