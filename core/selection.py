@@ -236,7 +236,7 @@ def kmeanspp_badge(probs, h, n: int, rng: np.random.Generator, dense: bool = Fal
     covers round-off, so the result is the unpruned one), and the N×D mat-vec — the memory-bound
     part — reads only the remaining rows (~5 % on BADGE embeddings).  The D² draw reads block sums
     (:class:`_D2Sampler`), and only the blocks of changed rows are summed again."""
-    a, hh = badge_factors(probs, h)
+    a, hh = (t.detach() for t in badge_factors(probs, h))
     N = len(a)
     _check_n(n, N)
     if n == 0:
