@@ -62,8 +62,7 @@ def box_mean(u, kernel: Sequence[int], stride: Sequence[int] | int = 1):
     sx = _workspace("x", (L, g[0], Y, Z))
     _running_planes(a.transpose(1, 0, 2, 3), sx.transpose(1, 0, 2, 3), k[0], stride[0])
     # 2. Z: prefix sums along rows, differences written as [L, Y, Gx, Gz] (rows keep their Z order)
-    c = torch.from_numpy(sx)
-    torch.cumsum(c, -1, out=c)                          # in place: no second map-sized buffer
+    c = torch.from_numpy(sx).cumsum_(-1)                # in place: no second map-sized buffer
     sz = _scratch((L, Y, g[0], g[2]), "z")
     dst = torch.from_numpy(sz).transpose(1, 2)          # [L, Gx, Y, Gz] view of it
     kz, st, gz = k[2], stride[2], g[2]
