@@ -303,7 +303,7 @@ def dry_run_config(args, preset, methods: list, seed_list: list, backend: str) -
     methods with the β of every query, the preset."""
     from core import query, selection
     from segmentation.budget import fit_schedule
-    from segmentation.plans import match_setting, plan_network
+    from segmentation.plans import check_network_fits, match_setting, plan_network
     from segmentation.query import BETA0, BETA_HORIZON, BETA_MAX
     data, is_ph = _dry_run_data(args, preset)
     setting = match_setting(data.name, is_ph) or match_setting(Path(args.dataset).name)
@@ -313,6 +313,8 @@ def dry_run_config(args, preset, methods: list, seed_list: list, backend: str) -
                       seed=args.split_seed, label_of=_train_labels(data))
     fp = data.fingerprint()
     plan = plan_network(fp["median_shape"], data.spacing, preset)
+    if backend == "monai":   # refused as the run refuses it (one line, exit 2), not printed as a plan
+        check_network_fits(plan, fp["median_shape"])
     q = {**qs.to_dict(), "start_size": qs.start_size, "budgets": qs.budgets}
     qms = {m: query.get("segmentation", m) for m in methods}
     betas = {}

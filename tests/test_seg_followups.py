@@ -95,7 +95,7 @@ def test_patch_half_uses_the_reference_sizes_and_halves_d5_patches(capsys, tmp_p
 # -- d: the dry run resolves the D.5 patch and the network plan without writing -----------------
 
 def test_dry_run_resolves_patch_and_plan_like_the_run_and_writes_nothing(capsys, tmp_path):
-    root = write_msd(tmp_path / "ds", n=8)
+    root = write_msd(tmp_path / "ds", n=8, shape=(24, 24, 16))   # 12x12x8 is too small for the network: refused
     before = sorted(p.name for p in root.rglob("*"))
     c = _dry(capsys, "--preset", "smoke", "--dataset", str(root), "--out", str(tmp_path / "o"))
     assert not (tmp_path / "o").exists() and sorted(p.name for p in root.rglob("*")) == before
@@ -239,3 +239,19 @@ def test_images_too_small_for_the_network_are_one_line_before_training(tmp_path,
                                  "--out", str(tmp_path / "o")])
     assert code == 2 and "too small for the network" in err and len(err.strip().splitlines()) == 1, err
     assert not list((tmp_path / "o").rglob("config.json"))
+
+
+def test_images_too_small_for_the_network_are_refused_by_the_dry_run_too(tmp_path, capsys):
+    """``--dry-run`` applies the same network-fit check as the run: one ``error:`` line, exit 2,
+    nothing written (it printed a plan the run would refuse)."""
+    root = write_msd(tmp_path / "ds", n=8, shape=(12, 12, 8), channels=1)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code, out, err = _cli(capsys, ["--preset", "smoke", "--dataset", str(root), "--method", "random",
+                                   "--out", str(tmp_path / "o"), "--dry-run"])
+    assert code == 2 and out == "", out
+    assert err.startswith("error: ") and "too small for the network" in err and err.count("\n") == 1, err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before   # nothing written
+    # the same images are planned by nnU-Net's own planner: no refusal there
+    code, out, err = _cli(capsys, ["--preset", "smoke", "--dataset", str(root), "--method", "random",
+                                   "--backend", "nnunet", "--out", str(tmp_path / "o"), "--dry-run"])
+    assert code == 0 and json.loads(out)["backend"] == "nnunet", err
