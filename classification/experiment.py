@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from core.loop import ActiveLearningLoop
 from core.metrics import accuracy, balanced_accuracy, macro_f1
 from core.pool import Pool
 from core.query import Evidence
-from core.store import RunStore
+from core.store import RunStore, atomic_write, atomic_write_json
 
 from . import data as D
 from . import datasets, paradigms
@@ -31,7 +33,7 @@ from . import query as _registers  # noqa: F401  (registers the classification q
 from .augment import augmenter
 from .presets import ROLLOUT_IMAGE_SIZE, Preset, pool_size
 from .regimes import Regime, regime as get_regime
-from .training import FitTask, TrainConfig, embed
+from .training import FitTask, TrainConfig, embed, finish
 
 PARADIGMS = paradigms.NAMES
 
@@ -177,19 +179,36 @@ def classification_metrics(y_true, probs: torch.Tensor, n_classes: int) -> dict:
             "macro_f1": macro_f1(y_true, pred, n_classes)}
 
 
-class ClassificationRun:
-    """The domain callables for one run; ``round0_cache`` (shared across methods of one invocation)
-    reuses the deterministic round-0 model of an identical configuration instead of retraining it."""
+FIT_LOG_ENV = "REALISTIC_AL_FIT_LOG"
 
-    def __init__(self, prep: Prepared, method: query.QueryMethod, cfg: TrainConfig, device: str,
-                 round0_cache: dict | None = None, pretrained: dict | None = None, retune: Retune | None = None):
+
+def _log_fit(prep: Prepared, cycle: int, budget: int, cfg: TrainConfig) -> None:
+    """Tests: ``REALISTIC_AL_FIT_LOG=<file>`` appends one line per AL-cycle training (seed, cycle, budget,
+    dropout, pid) from whichever process trains (study workers inherit the variable)."""
+    path = os.environ.get(FIT_LOG_ENV)
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{prep.seed}\t{cycle}\t{int(budget)}\t{float(cfg.dropout):g}\t{os.getpid()}\n")
+
+
+class ClassificationRun:
+    """The domain callables for one run.  Round 0 (the starting budget, the same for every method of a
+    seed) comes from ``round0`` — the directory of a :func:`train_round0` job, loaded instead of
+    retrained — or ``round0_cache`` (shared across the methods of one process) reuses the deterministic
+    round-0 model of an identical configuration.  ``method=None``: training and evaluation only (the
+    round-0 job)."""
+
+    def __init__(self, prep: Prepared, method: query.QueryMethod | None, cfg: TrainConfig, device: str,
+                 round0_cache: dict | None = None, pretrained: dict | None = None, retune: Retune | None = None,
+                 round0: Path | None = None):
         self.p, self.method, self.device = prep, method, device
         self.pretrained = pretrained
-        missing = set(method.needs) - set(_registers.EVIDENCE)
+        missing = set(method.needs if method else ()) - set(_registers.EVIDENCE)
         if missing:
             raise UserError(f"query method {method.name!r} needs evidence this domain cannot compute: {sorted(missing)}")
-        self.cfg = replace(cfg, dropout=float(method.model.get("dropout", cfg.dropout)))
+        self.cfg = replace(cfg, dropout=float(method.model.get("dropout", cfg.dropout))) if method else cfg
         self.cache = round0_cache if round0_cache is not None else {}
+        self.round0 = Path(round0) if round0 is not None else None
         self.last_fit: dict = {}
         self.retune = retune
         self.retune_cycles = retune_cycles(prep.regime, retune.budgets) if retune else {}
@@ -224,10 +243,14 @@ class ClassificationRun:
     def train(self, pool: Pool, cycle: int):
         s = self.p.splits
         cfg = self.cycle_config(pool, cycle)
+        if cycle == 0 and self.round0 is not None:
+            net, self.last_fit = load_round0(self.round0, self.p, pool.labelled, cfg, self.device, self.pretrained)
+            return net
         key = (s.name, self.p.regime.name, self.p.seed, tuple(sorted(pool.labelled.tolist())), repr(cfg))
         if cycle == 0 and key in self.cache:
             net, self.last_fit = self.cache[key]
             return net
+        _log_fit(self.p, cycle, pool.n_labelled, cfg)
         net, info = fit_fn_for(self.p, pool.labelled, train_seed(self.p.seed, cycle), self.device,
                                self.pretrained)(cfg, None)
         self.last_fit = info
@@ -277,6 +300,70 @@ class ClassificationRun:
         kinds = {"features": feats, "probs": probs, "mc_probs": mc_probs, "badge": badge,
                  "labelled_features": labelled_features}
         return Evidence({k: kinds[k] for k in self.method.needs}, candidates=unl)
+
+
+# ---------------------------------------------------------------------------- the shared round-0 model
+ROUND0_WEIGHTS, ROUND0_META = "model.pt", "round0.json"
+
+
+def start_pool(prep: Prepared) -> Pool:
+    """The pool of a fresh run: the starting budget labelled at cycle 0."""
+    pool = Pool(len(prep.pool_data), val_ids=np.arange(len(prep.val_data)), test_ids=np.arange(len(prep.test_data)))
+    pool.label(prep.start_ids, 0)
+    return pool
+
+
+def round0_key(prep: Prepared, labelled, cfg: TrainConfig) -> str:
+    """What defines a round-0 model (as ``ClassificationRun``'s cache key): data, regime, seed, the
+    labelled ids and the training config."""
+    blob = repr((prep.splits.name, prep.regime.name, prep.seed, tuple(sorted(np.asarray(labelled).tolist())),
+                 repr(cfg)))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def train_round0(prep: Prepared, cfg: TrainConfig, out_dir: Path, device: str = "cpu",
+                 pretrained: dict | None = None, extra: dict | None = None) -> dict:
+    """Train and evaluate the round-0 model of ``prep`` (the paradigm's training on the starting budget,
+    exactly as a run's cycle 0 does) and save it into ``out_dir``: the weights (``model.pt``, tensors
+    only) and ``round0.json`` (its key, fit summary and test metrics).  Every method of the seed whose
+    training config is ``cfg`` loads it (:func:`load_round0`) instead of retraining."""
+    pool = start_pool(prep)
+    run = ClassificationRun(prep, None, cfg, device, pretrained=pretrained)
+    net = run.train(pool, 0)
+    metrics = run.evaluate(net, pool)
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    out_dir = Path(out_dir)
+    atomic_write(out_dir / ROUND0_WEIGHTS, lambda f: torch.save(state, f), binary=True)
+    meta = {"key": round0_key(prep, pool.labelled, cfg), "paradigm": prep.setting.paradigm, "seed": prep.seed,
+            "budget": int(pool.n_labelled), "train": asdict(cfg), "fit": run.last_fit, "metrics": metrics,
+            "metric": prep.splits.metric, **(extra or {})}
+    atomic_write_json(out_dir / ROUND0_META, meta)
+    return meta
+
+
+def load_round0(path: Path, prep: Prepared, labelled, cfg: TrainConfig, device: str = "cpu",
+                pretrained: dict | None = None):
+    """(net, fit summary) of the round-0 model saved by :func:`train_round0` in ``path``: the paradigm's
+    untrained net with the saved tensors loaded (``weights_only``), in eval mode — the same weights, so
+    the same evaluation and queries as the net trained in this process.  A model of another
+    configuration or a damaged file is one line."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / ROUND0_META).read_text())
+        state = torch.load(path / ROUND0_WEIGHTS, map_location="cpu", weights_only=True)
+        fit_info = meta["fit"]
+    except Exception as e:  # noqa: BLE001 — missing, damaged or foreign files
+        raise UserError(f"the round-0 model in {path} is missing or damaged ({e.__class__.__name__}); "
+                        "delete that folder and rerun with --resume") from None
+    if meta.get("key") != round0_key(prep, labelled, cfg):
+        raise UserError(f"the round-0 model in {path} was trained with another configuration; delete that folder "
+                        "and rerun with --resume")
+    s = prep.splits
+    task = FitTask(prep.pool_data.subset(np.asarray(labelled)), prep.val_data, s.n_classes, s.mean, s.std, s.metric,
+                   s.imbalanced, train_seed(prep.seed, 0), device, pretrained=pretrained)
+    net = paradigms.get(prep.setting.paradigm).build(task, cfg)
+    net.load_state_dict(state)
+    return finish(net, cfg, device), fit_info
 
 
 def retune_cycles(regime: Regime, budgets) -> dict[int, int]:
@@ -363,9 +450,10 @@ def describe(setting: Setting, cfg: TrainConfig, methods: list[str], seed_list: 
 def run_one(prep: Prepared, method_name: str, cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
             device: str = "cpu", beta: float = 1.0, round0_cache: dict | None = None, progress=None,
             pretrained: dict | None = None, extra_config: dict | None = None,
-            retune: Retune | None = None, on_start=None, on_cycle=None) -> list[dict]:
+            retune: Retune | None = None, on_start=None, on_cycle=None, round0: Path | None = None) -> list[dict]:
     """One AL run (resumable) of ``method_name`` in the prepared setting; returns its cycle records.
-    ``round0_cache`` (shared by the methods of one seed) reuses the round-0 model; ``pretrained``
+    ``round0`` (a :func:`train_round0` directory) or ``round0_cache`` (shared by the methods of one
+    seed in one process) supply the round-0 model instead of training it; ``pretrained``
     is the Self-SL checkpoint; ``extra_config`` goes into the run's config (tuned HPs, checkpoint);
     ``retune`` re-tunes the HPs at given budgets (the dip study); ``on_start(cycles already committed)``
     and ``on_cycle(record)`` report progress (``core.study.JobRun``)."""
@@ -384,7 +472,8 @@ def run_one(prep: Prepared, method_name: str, cfg: TrainConfig, run_dir: Path, *
         pool = Pool(len(prep.pool_data), val_ids=np.arange(len(prep.val_data)), test_ids=np.arange(len(prep.test_data)))
         if store.pool_state is None:
             pool.label(prep.start_ids, 0)
-        run = ClassificationRun(prep, method, cfg, device, round0_cache, pretrained=pretrained, retune=retune)
+        run = ClassificationRun(prep, method, cfg, device, round0_cache, pretrained=pretrained, retune=retune,
+                                round0=round0)
         if on_start is not None:
             on_start(len(store.records))
         loop = ActiveLearningLoop(pool, train=run.train, evaluate=run.evaluate, evidence=run.evidence, query=method,

@@ -30,8 +30,8 @@ from . import datasets
 from .augment import normalise
 from .data import ImageData
 from .model import ResNet18
-from .training import (Batches, FitTask, KeepBest, SupervisedModule, TrainConfig, balanced_class_weights, finish,
-                       fit_interruptible, param_groups, trainer_for)
+from .training import (Batches, FitTask, KeepBest, SupervisedModule, TrainConfig, balanced_class_weights, build_net,
+                       finish, fit_interruptible, param_groups, trainer_for)
 
 
 @dataclass
@@ -179,7 +179,7 @@ def fit_fixmatch(task: FitTask, cfg: FixMatchConfig, callbacks: list | None = No
     if unlabelled is None or len(unlabelled) == 0:
         raise UserError("FixMatch needs a non-empty unlabelled pool")
     L.seed_everything(task.seed, workers=True, verbose=False)
-    net = ResNet18(n_classes, width=cfg.width, dropout=cfg.dropout, cifar_stem=task.cifar_stem)
+    net = build_net(task, cfg)
     class_weights, sample_w = None, None
     if task.imbalanced and cfg.imbalance == "weighted_ce":
         class_weights = balanced_class_weights(train.targets, n_classes)

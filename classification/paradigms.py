@@ -29,6 +29,7 @@ from .training import FitTask
 class Paradigm:
     name: str
     fit: Callable                       # fit(task, cfg, callbacks) -> (net, info)
+    build: Callable                     # build(task, cfg) -> the untrained net ``fit`` starts from
     config: Callable                    # config(dataset, preset, regime) -> the paradigm's training config
     space: dict                         # the Optuna grid of Table A.4
     needs_unlabelled: bool = False
@@ -37,14 +38,14 @@ class Paradigm:
 
 
 PARADIGMS: dict[str, Paradigm] = {p.name: p for p in (
-    Paradigm("supervised", training.fit, lambda dataset, preset, regime=None: supervised_config(dataset, preset, regime),
+    Paradigm("supervised", training.fit, training.build_net, lambda dataset, preset, regime=None: supervised_config(dataset, preset, regime),
              {"lr": [0.1, 0.01], "weight_decay": [5e-3, 5e-4], "augmentation": ["randaugment", "standard"]},
              description="ResNet-18 from scratch"),
-    Paradigm("selfsl", selfsl.fit_selfsl,
+    Paradigm("selfsl", selfsl.fit_selfsl, selfsl.build_finetune_net,
              lambda dataset, preset, regime=None: selfsl.finetune_config(dataset, preset.name, regime),
              {"lr": [0.01, 0.001], "weight_decay": [5e-3, 5e-4], "augmentation": ["randaugment_weak", "standard"]},
              needs_pretrained=True, description="SimCLR pre-training + fine-tuning with an MLP head"),
-    Paradigm("fixmatch", fixmatch.fit_fixmatch,
+    Paradigm("fixmatch", fixmatch.fit_fixmatch, training.build_net,
              lambda dataset, preset, regime=None: fixmatch.fixmatch_config(dataset, preset.name, regime),
              {"lr": [0.03, 0.3], "weight_decay": [5e-3, 5e-4]}, needs_unlabelled=True,
              description="FixMatch (semi-supervised)"),

@@ -509,15 +509,21 @@ class SelfSLModule(SupervisedModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
 
+def build_finetune_net(task: FitTask, cfg: SelfSLConfig) -> SelfSLNet:
+    """The net ``fit_selfsl`` fine-tunes: the pretrained backbone (``task.pretrained``) + the head of
+    ``cfg`` (also what a saved state dict, the shared round-0 model, is loaded into)."""
+    if getattr(cfg, "head", "mlp") not in ("mlp", "linear"):
+        raise UserError(f"unknown Self-SL head {cfg.head!r}; valid: mlp, linear")
+    hidden = 0 if getattr(cfg, "head", "mlp") == "linear" else getattr(cfg, "head_hidden", 512)
+    return build_selfsl_net(task.pretrained, task.n_classes, cfg.dropout, hidden, width=cfg.width,
+                            cifar_stem=task.cifar_stem)
+
+
 def fit_selfsl(task: FitTask, cfg: SelfSLConfig, callbacks: list | None = None) -> tuple[SelfSLNet, dict]:
     """Fine-tune the pretrained backbone (``task.pretrained``) + MLP head on ``task.train``; the net
     at its best validation epoch."""
     L.seed_everything(task.seed, workers=True, verbose=False)
-    if getattr(cfg, "head", "mlp") not in ("mlp", "linear"):
-        raise UserError(f"unknown Self-SL head {cfg.head!r}; valid: mlp, linear")
-    hidden = 0 if getattr(cfg, "head", "mlp") == "linear" else getattr(cfg, "head_hidden", 512)
-    net = build_selfsl_net(task.pretrained, task.n_classes, cfg.dropout, hidden, width=cfg.width,
-                           cifar_stem=task.cifar_stem)
+    net = build_finetune_net(task, cfg)
     loader, class_weights = labelled_loader(task.train, cfg, task.n_classes, task.imbalanced)
     module = SelfSLModule(net, cfg, task, len(loader), class_weights)
     keep = KeepBest()

@@ -269,11 +269,17 @@ def finish(net, cfg, device: str):
     return net
 
 
+def build_net(task: FitTask, cfg: TrainConfig) -> ResNet18:
+    """The untrained ResNet-18 of ``task`` (supervised and FixMatch): what ``fit`` trains and what a
+    saved state dict (the shared round-0 model) is loaded into."""
+    return ResNet18(task.n_classes, width=cfg.width, dropout=cfg.dropout, cifar_stem=task.cifar_stem)
+
+
 def fit(task: FitTask, cfg: TrainConfig, callbacks: list | None = None) -> tuple[ResNet18, dict]:
     """Train a fresh ResNet-18 on ``task.train``; return it at its best validation epoch and a summary.
     ``callbacks`` are extra Lightning callbacks (e.g. Optuna pruning)."""
     L.seed_everything(task.seed, workers=True, verbose=False)
-    net = ResNet18(task.n_classes, width=cfg.width, dropout=cfg.dropout, cifar_stem=task.cifar_stem)
+    net = build_net(task, cfg)
     loader, class_weights = labelled_loader(task.train, cfg, task.n_classes, task.imbalanced)
     val_loader = Batches(task.val, cfg.eval_batch_size)
     module = SupervisedModule(net, cfg, task, len(loader), class_weights)

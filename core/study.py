@@ -18,7 +18,12 @@ A job is a picklable description: ``fn(context, run)`` is a module-level functio
 job's outputs into ``run.dir`` and may resume from what an earlier, killed attempt left there
 (``core.store.RunStore`` does so for AL runs).  Its *content key* hashes its kind, resolved config
 and the keys of its dependencies, so a finished job is never recomputed and a changed config is
-never mistaken for a finished one.
+never mistaken for a finished one.  A dependency listed in ``unkeyed`` orders the job but stays out
+of its key: its outputs only spare the job work it would do itself with the same result (the shared
+round-0 model of the classification runs), so adding such a stage leaves finished jobs valid.
+A ``shared`` job is a stage that other studies writing the same root (``lock="jobs"``) may need
+too: it is not claimed up front (a study that finds it running waits for it, then skips it), and a
+finished one is no "run already here" for a CLI started without ``--resume``.
 
 Every job owns one directory ``OUT/<name>/``; the status of a job is derived from it alone::
 
@@ -73,6 +78,8 @@ class Job:
     label: str | None = None                   # display name (default: from ``name``)
     outputs: tuple = ()                        # files (relative to its directory) a finished job must have
     key: str = ""                              # content key (filled in by the study)
+    shared: bool = False                       # a stage other studies on the same root may need too (below)
+    unkeyed: tuple = ()                        # deps that order the job but stay out of its key (below)
 
     @property
     def display(self) -> str:
@@ -228,7 +235,7 @@ def execute_job(job: Job, root: str, context: Any, threads: int | None, *_deps_d
     t0 = time.perf_counter()
     try:
         meta_dir.mkdir(parents=True, exist_ok=True)
-        with exclusive(meta_dir / "lock", f"job {job.name}"):
+        with exclusive(meta_dir / "lock", f"job {job.name}", wait=job.shared):   # shared: wait for the other study
             clean_temp(run_dir)    # temp files of a killed attempt's writes
             clean_temp(meta_dir)
             done = _read(meta_dir / "done.json")
@@ -382,7 +389,7 @@ class Study:
         keyed: dict[str, Job] = {}
         for n in order:
             j = jobs[n]
-            keyed[n] = _replace(j, key=content_key(j.kind, j.config, (keyed[d].key for d in j.deps)))
+            keyed[n] = _replace(j, key=content_key(j.kind, j.config, (keyed[d].key for d in j.deps if d not in j.unkeyed)))
         return list(keyed.values())
 
     def _write_plan(self, jobs: list[Job]) -> None:
@@ -440,7 +447,7 @@ class Study:
                     todo = [j for j in jobs if states[j.name].status != "done" and j.name not in final]
                     if not whole:   # lock="jobs": claim every job to run before running any (never interleaved)
                         for j in todo:
-                            if j.name not in claimed:
+                            if j.name not in claimed and not j.shared:   # a shared stage: waited for instead
                                 claims.enter_context(exclusive(self.root / j.name / JOB_DIR / "claim",
                                                                f"{self.root / j.name} (a job of another study)"))
                                 claimed.add(j.name)
@@ -562,7 +569,11 @@ class _Tracker:
         st = oc["status"]
         if st in ("done", "skipped"):
             left = job.units - self.credited.get(job.name, 0)
-            line = None if job.units > 1 else f"{job.display} {'done' if st == 'done' else 'already done'} ({oc.get('seconds', 0):.0f} s)"
+            res = oc.get("result") if isinstance(oc.get("result"), dict) else {}
+            val = res.get(job.metric) if job.metric else None   # a one-unit job's metric (e.g. a round-0 model's)
+            metric = f" {job.metric_label or job.metric} {val:.3f}" if isinstance(val, (int, float)) else ""
+            line = None if job.units > 1 else (f"{job.display} {'done' if st == 'done' else 'already done'}{metric} "
+                                               f"({oc.get('seconds', 0):.0f} s)")
             self._credit(job, left, line)
         elif st == "crashed":
             self.pr.log(f"{job.display}: {oc.get('message')}")

@@ -170,9 +170,11 @@ def setting_dir(args) -> str:
 
 
 # ============================================================================== jobs (run in any process)
-# Data and the round-0 model are kept per process: the methods of a seed that run in one process (all
-# of them under --executor serial, as before the study layer) load the data once and share the
-# deterministic round-0 model; elsewhere a job rebuilds both (same numbers: same seeds, same threads).
+# The round-0 model (the starting budget: the same for every method of a seed) is a job of its own per
+# (setting, seed, round-0 training config) — ``<setting>/round0/seed<k>`` (``round0-dropout0.5`` for
+# BALD's dropout head) — that every method's run loads, under any executor.  Only where round 0 itself
+# is re-tuned (--retune-at at the starting budget) each run trains it, shared per process as before.
+# Data are kept per process: the jobs of a seed that run in one process load them once.
 _PREPARED: dict = {}
 _ROUND0: dict = {}
 _CHECKED: set = set()   # datasets the driver has read once (their files are valid)
@@ -230,31 +232,72 @@ def tuning_job(ctx: dict, run) -> dict:
     return {"params": params}
 
 
-def run_job(ctx: dict, run) -> dict:
-    """One (method, seed) AL run, resumable from its last committed cycle."""
-    from classification.experiment import Retune, run_one
+def _tuned(ctx: dict, seed: int):
+    """(training config, tuning record or None): the setting's config with the seed's tuned
+    hyper-parameters (--tune; written by its tuning job)."""
     from classification.tuning import apply_params
+    cfg = ctx["base_cfg"]
+    if not ctx["tune"]:
+        return cfg, None
+    best = ctx["root"] / ctx["prefix"] / "tuning" / f"seed{seed}" / "best.json"
+    try:
+        params = json.loads(best.read_text())["params"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{best} is missing or damaged; rerun with --resume to tune again") from None
+    return apply_params(cfg, params), {"params": params, "study": str(best)}
+
+
+def method_dropout(method: str, base_dropout: float) -> float:
+    """The dropout a method's model trains with (BALD's head: 0.5): its round-0 model's one difference."""
+    from classification import query as _registers  # noqa: F401  (the classification methods)
+    return float(query.get("classification", method).model.get("dropout", base_dropout))
+
+
+def round0_name(prefix: str, seed: int, dropout: float, base_dropout: float) -> str:
+    """The round-0 job of a seed (one per round-0 training config: the dropout of the method's head)."""
+    tag = "round0" if dropout == float(base_dropout) else f"round0-dropout{dropout:g}"
+    return f"{prefix}/{tag}/seed{seed}"
+
+
+def round0_job(ctx: dict, run) -> dict:
+    """Shared stage: the round-0 model of one seed (the paradigm's training on the starting budget, after
+    SimCLR / tuning), trained once and saved for every method whose round-0 training config it is."""
+    from classification.experiment import train_round0
+    import torch
+    s, seed = ctx["setting"], int(run.config["seed"])
+    prep = _prepared(s, seed)
+    cfg, _ = _tuned(ctx, seed)
+    cfg = replace(cfg, dropout=float(run.config["dropout"]))
+    ckpt = _pretrained(ctx, prep, seed) if s.paradigm == "selfsl" else None
+    meta = train_round0(prep, cfg, run.dir, ctx["device"], ckpt, extra={"threads": torch.get_num_threads()})
+    return {prep.splits.metric: meta["metrics"][prep.splits.metric], "budget": meta["budget"]}
+
+
+def run_job(ctx: dict, run) -> dict:
+    """One (method, seed) AL run, resumable from its last committed cycle; round 0 is loaded from the
+    seed's round-0 job (a dependency) unless round 0 is re-tuned."""
+    from classification.experiment import Retune, run_one
     s, seed, m = ctx["setting"], int(run.config["seed"]), run.config["method"]
     prep = _prepared(s, seed)
-    cfg, extra, ckpt = ctx["base_cfg"], dict(ctx["extra"]), None
+    extra, ckpt = dict(ctx["extra"]), None
     import torch
     extra["threads"] = torch.get_num_threads()   # the job's count (core.threads policy, applied by the study layer)
     if s.paradigm == "selfsl":
         ckpt = _pretrained(ctx, prep, seed)
         extra["pretrained"] = _pretrained_meta(ckpt)
+    cfg, tuned = _tuned(ctx, seed)
+    if tuned is not None:
+        extra["tuned"] = tuned
     tuning = ctx["root"] / ctx["prefix"] / "tuning" / f"seed{seed}"
-    if ctx["tune"]:
-        best = tuning / "best.json"
-        try:
-            params = json.loads(best.read_text())["params"]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise UserError(f"{best} is missing or damaged; rerun with --resume to tune again") from None
-        cfg = apply_params(cfg, params)
-        extra["tuned"] = {"params": params, "study": str(best)}
     retune = Retune(tuple(ctx["retune_at"]), tuning / "retune" / m) if ctx["retune_at"] else None
+    round0 = None
+    if ctx["round0"]:
+        base = float(ctx["base_cfg"].dropout)
+        name = round0_name(ctx["prefix"], seed, method_dropout(m, base), base)
+        round0 = run.deps[name]   # a dependency: done before this job starts
     records = run_one(prep, m, cfg, run.dir, resume=True, device=ctx["device"], beta=ctx["beta"],
                       round0_cache=_round0_cache(s, seed), pretrained=ckpt, extra_config=extra, retune=retune,
-                      on_start=run.resumed, on_cycle=run.on_cycle)
+                      on_start=run.resumed, on_cycle=run.on_cycle, round0=round0)
     return {"final": records[-1]["metrics"][prep.splits.metric], "budget": records[-1]["budget"]}
 
 
@@ -274,7 +317,10 @@ class ClassificationDomain:
         self.extra = {"overrides": overrides} if overrides else {}
         self.cache_dir = Path(args.cache_dir or Path(args.out) / ".cache")
         self.rounds = int(plan["regime"]["rounds"])
+        # round 0 as one job per seed (and round-0 config), unless --retune-at re-tunes round 0 itself
+        self.round0 = not any(int(b) <= int(plan["regime"]["budgets"][0]) for b in self.retune_at)
         self.metric = plan["dataset_facts"]["metric"]
+        self.metric_label = "bacc" if self.metric == "balanced_accuracy" else "acc"
         # what defines the numbers (the content key); where data and caches live does not
         st = setting
         self.identity = {"dataset": st.dataset, "regime": st.regime, "paradigm": st.paradigm,
@@ -292,7 +338,7 @@ class ClassificationDomain:
     def context(self) -> dict:
         return {"setting": self.setting, "base_cfg": self.base_cfg, "device": self.device, "extra": self.extra,
                 "cache_dir": self.cache_dir, "tune": self.tune, "retune_at": self.retune_at, "beta": self.beta,
-                "root": self.root, "prefix": self.prefix}
+                "root": self.root, "prefix": self.prefix, "round0": self.round0}
 
     def run_name(self, method: str, seed: int) -> str:
         return f"{self.prefix}/{method}/seed{seed}"
@@ -315,13 +361,27 @@ class ClassificationDomain:
                 out.append(Job(name, "tune", tuning_job, {"setting": self.identity, "seed": seed}, deps=deps,
                                label=f"{self.label} tuning seed{seed}", outputs=("best.json",)))
                 deps += (name,)
+            round0: dict = {}   # dropout -> job name (one round-0 model per training config)
+            if self.round0:
+                from classification.experiment import ROUND0_META, ROUND0_WEIGHTS
+                base = float(self.base_cfg.dropout)
+                for p in dict.fromkeys(method_dropout(m, base) for m in self.methods):
+                    round0[p] = name = round0_name(self.prefix, seed, p, base)
+                    out.append(Job(name, "round0", round0_job,
+                                   {"setting": self.identity, "seed": seed, "dropout": p, "tune": self.tune},
+                                   deps=deps, label=f"{self.label} round 0" + (f" (dropout {p:g})" if p != base else "")
+                                   + f" seed{seed}", outputs=(ROUND0_WEIGHTS, ROUND0_META), shared=True,
+                                   metric=self.metric, metric_label=self.metric_label))
             for m in self.methods:
+                # the round-0 job orders the run but stays out of its key: it only spares the run the
+                # training of the same model (finished runs of before it stay valid)
+                r0 = (round0[method_dropout(m, float(self.base_cfg.dropout))],) if round0 else ()
                 out.append(Job(self.run_name(m, seed), "run", run_job,
                                {"setting": self.identity, "method": m, "seed": seed, "beta": self.beta,
-                                "tune": self.tune, "retune_at": self.retune_at}, deps=deps,
+                                "tune": self.tune, "retune_at": self.retune_at}, deps=deps + r0, unkeyed=r0,
                                units=self.rounds, metric=self.metric,
-                               metric_label="bacc" if self.metric == "balanced_accuracy" else "acc",
-                               label=f"{self.label}/{m} seed{seed}", outputs=("DONE",)))
+                               metric_label=self.metric_label, label=f"{self.label}/{m} seed{seed}",
+                               outputs=("DONE",)))
         return out
 
     def finish(self, result) -> None:

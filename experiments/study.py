@@ -63,7 +63,7 @@ def run_domains(domains: list, args: argparse.Namespace, out: Path, resume: bool
     study = Study(out, domains, title, lock=lock)
     if not (args.resume if resume is None else resume):
         from core.study import JOB_DIR, _lock_held
-        started = [j for j in study.plan() if (Path(out) / j.name / JOB_DIR / "job.json").exists()]
+        started = [j for j in study.plan() if not j.shared and (Path(out) / j.name / JOB_DIR / "job.json").exists()]
         busy = [j for j in started if any(_lock_held(Path(out) / j.name / JOB_DIR / f) for f in ("lock", "claim"))]
         if busy:   # the same run started by another process right now
             raise UserError(f"{Path(out) / busy[0].name} is being written by another process; wait for it to "

@@ -74,12 +74,12 @@ def test_ch5_study_smoke_then_relaunch_runs_nothing(tmp_path):
                            timeout=600)
     wall = time.perf_counter() - t0
     assert again.returncode == 0, again.stderr
-    assert "0 job(s) ran, 2 were already done" in again.stdout, again.stdout
+    assert "0 job(s) ran, 3 were already done" in again.stdout, again.stdout   # 2 runs + their round-0 model
     assert numbers(tmp_path) == before
     print(f"relaunch of the finished ch5 smoke study: {wall:.1f} s")
     st = subprocess.run([sys.executable, "-m", "experiments.study", "status", str(tmp_path)], cwd=ROOT, env=ENV,
                         capture_output=True, text=True, timeout=120)
-    assert st.returncode == 0 and "2 done" in st.stdout, st.stdout
+    assert st.returncode == 0 and "3 done" in st.stdout and "round0" in st.stdout, st.stdout
     rep = subprocess.run([sys.executable, "-m", "experiments.report", str(tmp_path / "classification"), "--out",
                           str(tmp_path / "rep")], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert rep.returncode == 0, rep.stderr
