@@ -9,7 +9,9 @@ For every method and seed one run directory is written under
 per cycle); the setting folder ``OUT/classification/<dataset>/<regime>/<paradigm>/`` gets ``curves.png``
 (test accuracy vs budget, mean ± std over seeds), ``table.md``/``table.csv`` (AUBC and final metric per
 method), ``summary.json`` and, with ≥ 2 methods and ≥ 2 seeds, ``ppm.png`` (pairwise penalty matrix);
-shared per-seed stages live beside the methods (``simclr/seed<k>``, ``tuning/seed<k>``).  The runs are
+shared per-seed stages live beside the methods (``simclr/seed<k>``, ``tuning/seed<k>``, and
+``round0/seed<k>``: the round-0 model on the starting budget, trained once and loaded by every
+method's run — ``round0-dropout0.5/seed<k>`` for BALD's dropout head).  The runs are
 study jobs (``core.study``): ``--executor ray --workers N`` or ``--executor slurm`` runs them in
 parallel with the same numbers; finished jobs are never recomputed.  Interrupted?  Rerun with
 ``--resume``; ``python -m experiments.study status OUT`` lists what is done.
