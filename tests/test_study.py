@@ -191,6 +191,45 @@ def test_second_cli_on_one_out_is_one_line_exit_2(tmp_path, capsys):
     assert e.value.code == 2 and err.count("\n") == 1 and "another process" in err
 
 
+class _SharedToy:
+    """A shared stage (``toy/stage``) and a job that depends on it without keying on it."""
+    name = "toy"
+
+    def context(self):
+        return None
+
+    def jobs(self):
+        return [Job("toy/stage", "stage", _ok, {"s": 1}, shared=True, outputs=("out.txt",)),
+                Job("toy/run", "run", _ok, {"r": 1}, deps=("toy/stage",), unkeyed=("toy/stage",))]
+
+    def finish(self, result):
+        pass
+
+
+def test_shared_stage_running_elsewhere_is_waited_for_and_unkeyed_deps_stay_out_of_the_key(tmp_path):
+    """lock="jobs": a shared stage that another study is running is neither claimed nor refused: the
+    study waits for its lock, finds it done and runs what depends on it; an ``unkeyed`` dependency
+    orders a job without entering its key."""
+    import threading
+    import time
+    study = Study(tmp_path, [_SharedToy()], lock="jobs")
+    stage, run = study.plan()
+    assert run.key == content_key("run", {"r": 1}, ()) and stage.key == content_key("stage", {"s": 1}, ())
+    meta = tmp_path / "toy" / "stage" / ".job"
+    box = {}
+    with exclusive(meta / "lock", "the other study's stage"):
+        t = threading.Thread(target=lambda: box.setdefault("res", study.run(SerialExecutor())))
+        t.start()
+        time.sleep(1.5)
+        assert t.is_alive() and "res" not in box          # waiting for the stage, not refused
+        (tmp_path / "toy" / "stage" / "out.txt").write_text("by the other study")
+        (meta / "done.json").write_text(json.dumps({"key": stage.key, "result": {}}))
+    t.join(60)
+    res = box["res"]
+    assert res.ok and res.ran == ["toy/run"], (res.ran, res.failed)
+    assert (tmp_path / "toy" / "stage" / "out.txt").read_text() == "by the other study"   # not rerun here
+
+
 def test_running_status_comes_from_the_lock(tmp_path):
     d = tmp_path / "a" / ".job"
     d.mkdir(parents=True)
