@@ -306,10 +306,12 @@ class ClassificationRun:
 ROUND0_WEIGHTS, ROUND0_META = "model.pt", "round0.json"
 
 
-def start_pool(prep: Prepared) -> Pool:
-    """The pool of a fresh run: the starting budget labelled at cycle 0."""
+def start_pool(prep: Prepared, fresh: bool = True) -> Pool:
+    """The pool of a run: the starting budget labelled at cycle 0 (``fresh=False``: nothing labelled, for
+    a resumed run whose stored pool state is loaded into it)."""
     pool = Pool(len(prep.pool_data), val_ids=np.arange(len(prep.val_data)), test_ids=np.arange(len(prep.test_data)))
-    pool.label(prep.start_ids, 0)
+    if fresh:
+        pool.label(prep.start_ids, 0)
     return pool
 
 
@@ -469,9 +471,7 @@ def run_one(prep: Prepared, method_name: str, cfg: TrainConfig, run_dir: Path, *
     # the split sizes actually used (the preset's caps only bound them) and the metric the run is scored by
     config.update(pool_size=len(prep.pool_data), test_size=len(prep.test_data), metric=prep.splits.metric)
     with RunStore(run_dir, config, resume=resume) as store:
-        pool = Pool(len(prep.pool_data), val_ids=np.arange(len(prep.val_data)), test_ids=np.arange(len(prep.test_data)))
-        if store.pool_state is None:
-            pool.label(prep.start_ids, 0)
+        pool = start_pool(prep, fresh=store.pool_state is None)
         run = ClassificationRun(prep, method, cfg, device, round0_cache, pretrained=pretrained, retune=retune,
                                 round0=round0)
         if on_start is not None:
