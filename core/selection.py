@@ -171,7 +171,8 @@ def badge_dense(probs, h) -> torch.Tensor:
 
 
 _DRAW_BLOCK = 512    # rows per partial sum of the D² draw
-_GATHER_ROWS = 256   # rows gathered per chunk by the pruned BADGE step (256 × D floats stay in L2)
+_RUN_BLOCK = 8       # rows per candidate block of the pruned BADGE step (one uint64 of a bool mask)
+_RUN_GAP = 2         # candidate runs closer than this many blocks are read as one run
 
 
 class _D2Sampler:
@@ -194,8 +195,13 @@ class _D2Sampler:
         if rows is None:
             self.sums = self.blocks.sum(1)
         elif len(rows):
-            b = np.unique(np.asarray(rows) // _DRAW_BLOCK)
-            self.sums[b] = self.blocks[b].sum(1)
+            mark = np.zeros(self.nb, dtype=bool)
+            mark[np.asarray(rows) // _DRAW_BLOCK] = True
+            if mark.sum() * 2 > self.nb:   # most blocks: one pass (the same per-block sums)
+                self.sums = self.blocks.sum(1)
+            else:
+                b = np.flatnonzero(mark)
+                self.sums[b] = self.blocks[b].sum(1)
 
     def draw(self, rng: np.random.Generator):
         """A row drawn ∝ D² with one ``rng.random()``; None (and no draw) when every D² is 0."""
@@ -234,7 +240,9 @@ def kmeanspp_badge(probs, h, n: int, rng: np.random.Generator, dense: bool = Fal
     gives ``||g_i − g_j||² ≥ |g_i|² + |g_j|² − 2·f(a_i·a_j)·|h_i||h_j|`` (f = max(·, 0), else |·|)
     from the cheap N×C product alone; rows whose bound is ≥ their D² keep it (a 1e-5 relative margin
     covers round-off, so the result is the unpruned one), and the N×D mat-vec — the memory-bound
-    part — reads only the remaining rows (~5 % on BADGE embeddings).  The D² draw reads block sums
+    part — reads only the remaining rows (~5 % on BADGE embeddings).  Rows are kept sorted by
+    (predicted class, runner-up class, |g|²), where those rows form a few contiguous runs that the
+    mat-vec streams (a gather of scattered rows is latency-bound, ~3× slower per byte).  The D² draw reads block sums
     (:class:`_D2Sampler`), and only the blocks of changed rows are summed again."""
     a, hh = (t.detach() for t in badge_factors(probs, h))
     N = len(a)
@@ -262,47 +270,75 @@ def kmeanspp_badge(probs, h, n: int, rng: np.random.Generator, dense: bool = Fal
             sampler.d2[j] = 0.0
             sampler.refresh()
     else:
-        an, hm = a.numpy(), np.ascontiguousarray(hh.numpy())
-        aT = np.ascontiguousarray(an.T)                     # C×N: a_j @ aT streams rows (fast gemv)
-        h_t = torch.from_numpy(hm)
-        sq = (_sqnorm(a) * _sqnorm(hh)).double().numpy()
-        hn = _sqnorm(hh).sqrt_().numpy()                     # float32 |h_i|
+        # rows sorted by (predicted class, runner-up class, |g|²): a new centre can only move rows with
+        # a_i·a_j > 0 — nearly all of its own predicted class, most often sharing its runner-up too —
+        # and of large norm, so after the sort they lie in a few contiguous runs, and the N×D mat-vec
+        # streams those runs instead of gathering scattered rows (a gather is latency-bound: 4 GB/s)
+        an = a.numpy()
+        hsq = _sqnorm(hh)
+        sq_o = (_sqnorm(a) * hsq).double().numpy()
+        cls = np.argsort(an, 1)                              # [:, 0] = ŷ (a = p − 1 there), [:, -1] = runner-up
+        perm = np.lexsort((sq_o, cls[:, -1], cls[:, 0]))
+        inv = np.empty(N, dtype=np.int64)
+        inv[perm] = np.arange(N)
+        hp = np.take(hh.numpy(), perm, axis=0)               # sorted copy of h (np.take: 3× faster than [perm])
+        apT = np.ascontiguousarray(np.take(an, perm, axis=0).T)   # C×N: a_j @ apT streams rows (fast gemv)
+        sqp = sq_o[perm]
+        hn = hsq.sqrt_().numpy()[perm]                       # float32 |h_i|
         nonneg = bool(hh.min() >= 0) if hh.numel() else True
         keep = 1.0 - 1e-5
-        thr = np.full(N, -np.inf)                            # (1 − 1e-5)|g_i|² − D²_i, kept per row
-        chunk = torch.empty((_GATHER_ROWS, hm.shape[1]), dtype=torch.float32)   # gathered rows stay in L2
-        chunk_np = chunk.numpy()
+        nblk = -(-N // _RUN_BLOCK)
+        npad = nblk * _RUN_BLOCK
+        # (1 − 1e-5)|g_i|² − D²_i per row, sorted order, float32: its round-off (~1e-7 of |g_i|² or D²_i)
+        # only matters where D²_i ≲ |g_i|² + |g_j|², far inside the 1e-5 margin; padding rows never pass
+        thr = np.full(npad, -np.inf, dtype=np.float32)
+        thr[N:] = np.inf
+        d2p = np.full(N, np.inf)                             # D², sorted order (the sampler keeps the original)
+        bound = np.zeros(npad, dtype=np.float32)
+        mask = np.empty(npad, dtype=bool)
+        blk = np.zeros(nblk + 2, dtype=np.int8)              # candidate blocks, zero-padded at both ends
         gh_buf = np.empty(N, dtype=np.float32)
-        bound = np.empty(N, dtype=np.float32)
-        slack = np.empty(N)
 
-        def step(j, sampler):
-            d2 = sampler.d2
-            ga = an[j] @ aT
+        def step(jo, sampler):
+            j = int(inv[jo])
+            ga = an[jo] @ apT
             # candidates: 2·f(a_i·a_j)|h_i||h_j| > (1 − 1e-5)(|g_i|² + |g_j|²) − D²_i
-            b = np.maximum(ga, 0.0, out=bound) if nonneg else np.abs(ga, out=bound)
+            b = bound[:N]
+            np.maximum(ga, 0.0, out=b) if nonneg else np.abs(ga, out=b)
             np.multiply(b, hn, out=b)
             b *= 2.0 * float(hn[j])
-            rows = np.flatnonzero(np.subtract(b, thr, out=slack) > keep * sq[j])
-            hj = hm[j]
-            if len(rows) > N // 2:   # most rows needed: one full mat-vec is cheaper than a gather
-                rows = np.arange(N)
-                gh = hm @ hj
-            else:   # gather + mat-vec in L2-sized chunks (one big gather would go through memory twice)
-                gh = gh_buf[:len(rows)]
-                rows_t = torch.from_numpy(rows)
-                for s in range(0, len(rows), _GATHER_ROWS):
-                    r = rows_t[s:s + _GATHER_ROWS]
-                    torch.index_select(h_t, 0, r, out=chunk[:len(r)])
-                    np.dot(chunk_np[:len(r)], hj, out=gh[s:s + len(r)])
-            new = sq[rows] + sq[j] - 2.0 * ga[rows].astype(np.float64) * gh
-            lower = new < d2[rows]
+            np.subtract(bound, thr, out=bound)
+            np.greater(bound, keep * sqp[j], out=mask)
+            # blocks of _RUN_BLOCK = 8 rows holding a candidate (one uint64 per block), then runs of such
+            # blocks, merged across gaps of up to _RUN_GAP blocks (a call costs more than a few rows)
+            blk[1:-1] = mask.view(np.uint64) != 0
+            edges = np.flatnonzero(blk[1:] != blk[:-1])
+            starts, ends = edges[0::2], edges[1::2]
+            if len(starts) > 1:
+                gap = starts[1:] - ends[:-1] > _RUN_GAP
+                starts = starts[np.concatenate(([True], gap))]
+                ends = ends[np.concatenate((gap, [True]))]
+            starts = (starts * _RUN_BLOCK).tolist()
+            ends = np.minimum(ends * _RUN_BLOCK, N).tolist()
+            hj = hp[j]
+            m = 0
+            for s0, e0 in zip(starts, ends):
+                np.dot(hp[s0:e0], hj, out=gh_buf[m:m + e0 - s0])
+                m += e0 - s0
+            rows = (np.concatenate([np.arange(s0, e0) for s0, e0 in zip(starts, ends)]) if len(starts) > 1
+                    else np.arange(starts[0], ends[0]) if starts else np.zeros(0, dtype=np.int64))
+            new = sqp[rows] + sqp[j] - 2.0 * ga[rows].astype(np.float64) * gh_buf[:m]
+            lower = new < d2p[rows]
             ch = rows[lower]
-            d2[ch] = np.maximum(new[lower], 0.0)
-            d2[j] = 0.0
-            thr[ch] = keep * sq[ch] - d2[ch]
-            thr[j] = keep * sq[j]
-            sampler.refresh(np.append(ch, j))
+            d2p[ch] = np.maximum(new[lower], 0.0)
+            d2p[j] = 0.0
+            thr[ch] = keep * sqp[ch] - d2p[ch]
+            thr[j] = keep * sqp[j]
+            cho = perm[ch]
+            sampler.d2[cho] = d2p[ch]
+            sampler.d2[jo] = 0.0
+            sampler.refresh(np.append(cho, jo))
+        sq = sq_o
 
     chosen = np.zeros(N, dtype=bool)
     j = int(np.argmax(sq))

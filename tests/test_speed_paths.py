@@ -47,6 +47,21 @@ def test_badge_pruned_seeding_equals_dense_for_signed_features_and_repeated_rows
     np.testing.assert_allclose(fast[2], dense[2], rtol=1e-5)
 
 
+def test_badge_sorted_runs_equal_dense_for_1000_centres_and_ragged_sizes():
+    """The host path reads h in (class, runner-up, |g|²) order in runs of 8-row blocks: a pool size
+    that is no multiple of 8, 1000 centres (half the pool: late steps touch scattered small runs)
+    and a pool of fewer rows than one block give the dense reference's picks and D²."""
+    g = torch.Generator().manual_seed(9)
+    probs = torch.softmax(torch.randn(2003, 10, generator=g) * 3, 1)
+    h = torch.randn(2003, 40, generator=g).relu_()
+    fast = kmeanspp_badge(probs, h, 1000, np.random.default_rng(2), return_scores=True)
+    dense = kmeanspp_badge(probs, h, 1000, np.random.default_rng(2), dense=True, return_scores=True)
+    assert fast[0].tolist() == dense[0].tolist() and len(set(fast[0].tolist())) == 1000
+    np.testing.assert_allclose(fast[1], dense[1], rtol=1e-4, atol=1e-6)
+    small = kmeanspp_badge(probs[:5], h[:5], 5, np.random.default_rng(0))
+    assert small.tolist() == kmeanspp_badge(probs[:5], h[:5], 5, np.random.default_rng(0), dense=True).tolist()
+
+
 def test_blocked_d2_draw_is_the_inverse_cdf_draw():
     """The two-level draw (block sums, then rows of one block) picks the row a single cumulative sum
     over all rows picks, for the same uniform number; zero-D² rows are never drawn."""
