@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from core.errors import UserError
-from segmentation.patches import ImageSelector, PatchPool, box_mean, box_mean_loop
+from segmentation.patches import ImageSelector, PatchPool, _box_mean_numpy, box_mean, box_mean_loop
 
 
 @settings(max_examples=25, deadline=None)
@@ -16,6 +16,7 @@ def test_box_mean_matches_loop(shape, k, s, seed):
     fast = box_mean(u, k, s)
     ref = box_mean_loop(u, k, s).reshape(fast.shape)
     np.testing.assert_allclose(fast, ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_box_mean_numpy(u, k, s), ref, rtol=1e-5, atol=1e-6)   # the path without numba
     np.testing.assert_allclose(box_mean(torch.from_numpy(u), k, s).numpy(), ref, rtol=1e-5, atol=1e-6)
 
 

@@ -124,3 +124,21 @@ def test_box_mean_benchmark_window_layouts_and_reused_workspace():
     for c in range(3):
         ref = box_mean_loop(v[c, ::-1, :, 1::2], (5, 6, 4), (1, 2, 1)).reshape(out[c].shape)
         assert out.dtype == np.float32 and np.abs(out[c] - ref).max() < 1e-5
+
+
+def test_box_mean_uses_the_compiled_kernel_and_falls_back_to_numpy_without_numba(monkeypatch):
+    """numba is a dependency: box_mean runs the compiled cache-blocked kernel; with numba missing it
+    takes the numpy path, and both give the loop reference's means (window 20 as in the benchmark,
+    a leading channel dim, strides on every axis, a non-cubic map)."""
+    import segmentation.patches as P
+    assert P._numba_kernel() is not None
+    rng = np.random.default_rng(4)
+    u = rng.random((2, 45, 38, 41), dtype=np.float32)
+    fast = box_mean(u, (20, 20, 20), (1, 2, 3))
+    monkeypatch.setattr(P, "_KERNEL", [None])
+    slow = box_mean(u, (20, 20, 20), (1, 2, 3))
+    assert fast.shape == slow.shape == (2, 26, 10, 8)
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
+    for c in range(2):
+        ref = box_mean_loop(u[c], (20, 20, 20), (1, 2, 3)).reshape(fast[c].shape)
+        assert np.abs(fast[c] - ref).max() < 1e-5
