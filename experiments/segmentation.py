@@ -97,6 +97,9 @@ def build_parser() -> Parser:
                         "(nnU-Net v2; needs the [nnunet] extra) (default: nnunet for --preset thesis, else monai)")
     g.add_argument("--loops", type=int_arg(2), metavar="N", help="AL loops incl. the starting budget (default 5)")
     g.add_argument("--ensemble", type=int_arg(1), metavar="K", help="ensemble size / CV folds (default: preset)")
+    g.add_argument("--ensemble-split", choices=("cv", "seeds"), default=None,
+                   help="how the K models split the annotated images (monai backend): cv — K-fold cross-validation "
+                        "(the thesis); seeds — every model on all annotated images, differing by seed (default: preset)")
     g.add_argument("--iterations", type=int_arg(1), metavar="N", help="training iterations per model (default: preset)")
     g.add_argument("--beta", type=positive_float("--beta"), default=1.0, metavar="B",
                    help="β of power_* / softrank_* and of clap_pe (Gumbel noise of scale 1/β on the log of the "
@@ -353,6 +356,8 @@ def _resolve(args) -> dict:
         if args.ensemble < 1:
             raise UserError("--ensemble must be >= 1")
         preset = replace(preset, ensemble=args.ensemble)
+    if args.ensemble_split is not None:
+        preset = replace(preset, ensemble_split=args.ensemble_split)
     if args.iterations is not None:
         if args.iterations < 1:
             raise UserError("--iterations must be >= 1")
@@ -365,6 +370,8 @@ def _resolve(args) -> dict:
     check_query_flags(args.query_scale, args.query_size is not None or args.loops is not None, args.patch_half,
                       args.patch_size is not None)
     backend = args.backend or preset.backend
+    if backend == "nnunet" and preset.ensemble_split == "seeds":
+        raise UserError("--ensemble-split seeds needs --backend monai (nnU-Net trains its own cross-validation folds)")
     if backend == "nnunet":
         from segmentation.nnunet import require
         require()
@@ -622,7 +629,10 @@ def domains(args, root: Path) -> list:
                f"median shape {fp['median_shape']}; query patch {qs.patch}, starting budget {qs.start_size} + "
                f"{qs.query_size} patches/query × {qs.loops - 1} ({qs.source}); "
                + (f"network patch {plan.patch_size}, " if backend == "monai" else "nnU-Net 3d_fullres plans, ")
-               + f"{preset.ensemble} model(s) × {preset.iterations} iterations ({backend} backend); "
+               + f"{preset.ensemble} model(s)"
+               + (" on all annotated images (seed ensemble)" if preset.ensemble > 1 and preset.ensemble_split == "seeds"
+                  and backend == "monai" else "")
+               + f" × {preset.iterations} iterations ({backend} backend); "
                f"mirroring {'on' if data.mirror else 'off'}, test-time mirroring "
                f"{'on' if preset.tta_test and data.test_mirror else 'off'} ({data.mirror_reason})")
         start_notes = {}

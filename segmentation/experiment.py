@@ -120,7 +120,10 @@ class SegmentationDomain:
         images = sorted(labels)
         classes_of = {j: set(np.unique(labels[j]).tolist()) - {self.ignore} for j in images}
         K = self.preset.ensemble
-        folds = cv_folds(images, classes_of, K, seeds.rng(*key[:1], "folds", *key[1:]))
+        if self.preset.ensemble_split == "seeds" and self.backend == "monai":
+            folds = [[] for _ in range(max(K, 1))]   # every model on all annotated images, its own seed
+        else:
+            folds = cv_folds(images, classes_of, K, seeds.rng(*key[:1], "folds", *key[1:]))
         if self.backend == "nnunet":
             return self._fit_nnunet(labels, folds, key)
         models = []

@@ -59,6 +59,11 @@ class Preset:
     # differ by their annotation, not by the luck of a new initialisation (common random numbers);
     # "loop" — a new seed per loop (versions before this field)
     train_seed: str = "run"
+    # how the K models of an ensemble split the annotated images (monai backend): "cv" — K-fold
+    # cross-validation, model k trains on the images outside fold k (the thesis' nnU-Net folds); "seeds" —
+    # every model trains on all annotated images and the models differ only by their seeds (initial
+    # weights, training-patch stream), an ensemble that lowers the variance without halving the data
+    ensemble_split: str = "cv"
 
 
 PRESETS = {

@@ -1,0 +1,52 @@
+"""The laptop preset's training protocol: a seed ensemble (every model on all annotated images)."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from segmentation.plans import PRESETS, plan_network, query_setting
+from tests.test_segmentation_data import write_msd
+
+
+def _domain(tmp_path, **preset_kw):
+    from segmentation.data import prepare
+    from segmentation.experiment import SegmentationDomain
+    data = prepare(write_msd(tmp_path / "ds", n=8, shape=(24, 24, 16), channels=1), tmp_path / "cache")
+    preset = replace(PRESETS["smoke"], iterations=1, **preset_kw)
+    qs = query_setting(None, "low", data.n_classes, data.lcc_bbox, query_size_override=4, start_override=4)
+    return SegmentationDomain(data, qs, preset, plan_network(data.fingerprint()["median_shape"], data.spacing, preset),
+                              seed=3)
+
+
+@pytest.mark.parametrize("split", ["cv", "seeds"])
+def test_seed_ensemble_trains_every_model_on_all_annotated_images(tmp_path, monkeypatch, split):
+    import segmentation.experiment as ex
+    seen = []
+    real = ex.train_model
+
+    def spy(sampler, *a, **k):
+        seen.append(len(sampler.images))
+        return real(sampler, *a, **k)
+    monkeypatch.setattr(ex, "train_model", spy)
+    dom = _domain(tmp_path, ensemble=2, ensemble_split=split)
+    pool = dom.initial_pool()
+    n_annotated = sum(pool.annotation_mask(j).any() for j in range(pool.n_images))
+    assert n_annotated >= 2
+    ens = dom.train(pool, 0)
+    w = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in ens.models]
+    assert len(w) == 2 and not torch.equal(w[0], w[1])        # the two models differ by their seeds
+    if split == "seeds":
+        assert ens.folds == [[], []] and seen == [n_annotated, n_annotated]
+    else:                                                     # K-fold CV: each model misses its fold
+        assert all(len(f) > 0 for f in ens.folds) and all(s < n_annotated for s in seen)
+        assert sorted(i for f in ens.folds for i in f) == [j for j in range(pool.n_images)
+                                                           if pool.annotation_mask(j).any()]
+
+
+def test_seed_ensemble_on_the_nnunet_backend_is_one_line(tmp_path, capsys):
+    from tests.test_seg_followups import _cli
+    code, _, err = _cli(capsys, ["--preset", "smoke", "--dataset", "phantoms", "--method", "random", "--backend", "nnunet",
+                                 "--ensemble-split", "seeds", "--out", str(tmp_path / "o")])
+    assert code == 2 and "--ensemble-split seeds needs --backend monai" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
