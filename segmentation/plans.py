@@ -84,9 +84,11 @@ PRESETS = {
     # 5-loop run on --dataset brain (default schedule capped to 15 + 4 × 15 patches, train_seed "run"):
     # Random 33 % FG 0.261 / 0.311 / 0.334 / 0.330 / 0.369, ClaSP PE 0.261 / 0.345 / 0.409 / 0.422 / 0.443
     # (seed 0); seed 1: Random 0.370 / 0.373 / 0.455 / 0.446 / 0.473, ClaSP PE 0.370 / 0.398 / 0.396 / 0.395 / 0.452.
-    # The dips lie within the train-seed spread: seed 0's Random model at 60 patches retrained on the
-    # same annotation with another train seed scores 0.433 instead of 0.330 — a spread three times a loop's
-    # mean step (~0.03), so single-model curves cannot rise loop over loop reliably.  The variance fix on
+    # The dips lie within the train-seed spread (benchmarks/seg_seed_spread.py): seed 0's Random models
+    # retrained on their own annotation with another train seed score 0.433 instead of 0.330 (60 patches)
+    # and 0.440 instead of 0.369 (75 patches) — spreads of 2–3 times a loop's mean step (~0.03), so
+    # single-model curves cannot rise loop over loop reliably; 1600 iterations (run's seed) give 0.405 at
+    # 60 patches, so the length is not plateaued either.  The variance fix on
     # trial is --ensemble 2 --ensemble-split seeds (two models on all annotated images, softmax averaged;
     # twice the CPU); the preset stays one model until its 5-loop runs are measured.
     "laptop": Preset("laptop", ensemble=1, iterations=800, batch_size=2, patch_voxels=32 ** 3,
