@@ -6,7 +6,7 @@ and print the test mean Dice of each.
 
 ``RUN_DIR`` is one run's folder (``OUT/segmentation/DATASET/REGIME/METHOD/seedS``); its ``config.json``
 gives the network plan, query setting and preset, its dataset is read from ``--data-dir`` (default: the
-``data`` folder of the run's ``--out``).  Train seed ``run`` is the run's own training seed (reproduces
+``data`` folder of the run's ``--out``; ``--dataset`` for a run on a dataset folder).  Train seed ``run`` is the run's own training seed (reproduces
 the recorded Dice); an integer ``n`` is another one (initialisation key ``(seed, 7000 + n)``).  Results are appended to ``--log`` (JSON lines).
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ def main(argv=None) -> int:
     p.add_argument("--train-seeds", nargs="+", default=["run", "1"], help="'run' (the run's own) or integers")
     p.add_argument("--iterations", type=int, nargs="+", help="training lengths (default: the run's)")
     p.add_argument("--data-dir", help="the run's --data-dir (default: OUT/data of the run)")
+    p.add_argument("--dataset", help="the run's dataset folder when it was a path (default: found under --data-dir)")
     p.add_argument("--log", default="runs/seed_spread.jsonl")
     a = p.parse_args(argv)
     import numpy as np
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     st = json.loads((rd / "state.json").read_text())
     out = rd.parents[4]                                   # OUT/segmentation/DATASET/REGIME/METHOD/seedS
     data_dir = Path(a.data_dir) if a.data_dir else out / "data"
-    roots = [d for d in data_dir.iterdir() if (d / "dataset.json").is_file()]
+    roots = [Path(a.dataset)] if a.dataset else [d for d in data_dir.iterdir() if (d / "dataset.json").is_file()]
     data = next(dd for dd in (prepare(r, data_dir / "cache", split_seed=cfg["split_seed"]) for r in roots)
                 if dd.data_key == cfg["data_key"])
     pl = cfg["plan"]

@@ -50,3 +50,27 @@ def test_seed_ensemble_on_the_nnunet_backend_is_one_line(tmp_path, capsys):
                                  "--ensemble-split", "seeds", "--out", str(tmp_path / "o")])
     assert code == 2 and "--ensemble-split seeds needs --backend monai" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
+
+
+def test_seed_spread_benchmark_reproduces_a_recorded_loop(tmp_path, capsys):
+    """benchmarks/seg_seed_spread.py rebuilds a loop's annotation from the run's state: with the run's
+    own train seed it reproduces the recorded Dice exactly; another seed trains another model."""
+    import importlib.util
+    import json
+    from pathlib import Path
+    from tests.test_seg_followups import _cli
+    root = write_msd(tmp_path / "ds", n=8, shape=(24, 24, 16), channels=1)
+    out = tmp_path / "o"
+    code, _, err = _cli(capsys, ["--preset", "smoke", "--dataset", str(root), "--method", "random", "--no-full-data",
+                                 "--loops", "2", "--start-size", "4", "--query-size", "4", "--out", str(out)])
+    assert code == 0, err
+    run = next(out.rglob("cycles.jsonl")).parent
+    recorded = [json.loads(line)["metrics"]["mean_dice"] for line in open(run / "cycles.jsonl")]
+    spec = importlib.util.spec_from_file_location("seg_seed_spread", Path(__file__).parents[1] / "benchmarks/seg_seed_spread.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    log = tmp_path / "spread.jsonl"
+    assert mod.main([str(run), "--cycle", "1", "--dataset", str(root), "--train-seeds", "run", "1", "--log", str(log)]) == 0
+    rows = [json.loads(line) for line in open(log)]
+    assert [r["train_seed"] for r in rows] == ["run", "1"] and rows[0]["n_patches"] == 8
+    assert rows[0]["mean_dice"] == recorded[1]
