@@ -187,7 +187,7 @@ def _check_patch_fits(data, qs):
 def _full_data_key(data, preset, plan, backend) -> str:
     from core.seeds import SEEDING
     from experiments.runs import full_data_key  # the report finds the reference by the same key
-    return full_data_key(data.data_key, plan.to_dict(), asdict(preset), SEEDING, backend)
+    return full_data_key(data.data_key, plan.to_dict(), preset.to_dict(), SEEDING, backend)
 
 
 def _add_other_runs(setting_dir: Path, config: dict, run_dirs: dict, label: dict) -> None:
@@ -340,7 +340,7 @@ def dry_run_config(args, preset, methods: list, seed_list: list, backend: str) -
                             + ("_precomputed" if args.queries_from else "")} for m, qm in qms.items()},
             "queries_from": args.queries_from,
             "beta": args.beta, "beta_schedule": args.beta_schedule, "beta_per_query": betas,
-            "preset": asdict(preset), "overlap": args.overlap, "split_seed": args.split_seed, "seeds": seed_list,
+            "preset": preset.to_dict(), "overlap": args.overlap, "split_seed": args.split_seed, "seeds": seed_list,
             "full_data_reference": not args.no_full_data, "out": str(Path(args.out) / DOMAIN / ds_key / args.regime)}
 
 
@@ -492,7 +492,7 @@ class SegmentationStudyDomain:
                 config = {"experiment": "segmentation", "dataset": data.name, "data_key": data.data_key,
                           "regime": {"name": args.regime, "query_size": qs.query_size, "loops": qs.loops},
                           "method": m, "beta": args.beta, "seed": seed,
-                          "preset": asdict(r["preset"]), "query": qs.to_dict(), "plan": plan.to_dict(),
+                          "preset": r["preset"].to_dict(), "query": qs.to_dict(), "plan": plan.to_dict(),
                           "overlap": args.overlap, "split_seed": args.split_seed, "seeding": SEEDING,
                           "backend": r["backend"], "mirror": data.mirror, "start_notes": start_notes[seed]}
                 if data.test_mirror != data.mirror:   # a plan without test-time mirroring (older configs: no key)
@@ -526,7 +526,7 @@ class SegmentationStudyDomain:
         if self.full_name:
             preset = self.r["preset"]
             out.append(Job(self.full_name, "full_data", full_data_job,
-                           {"data_key": self.data.data_key, "preset": asdict(preset), "plan": self.plan.to_dict(),
+                           {"data_key": self.data.data_key, "preset": preset.to_dict(), "plan": self.plan.to_dict(),
                             "backend": self.r["backend"]},
                            label=f"{self.ds_key} full-data reference", outputs=(f"../{self.full_name.rsplit('/', 1)[1]}.json",)))
         for seed in self.r["seeds"]:
@@ -593,7 +593,7 @@ class SegmentationStudyDomain:
                              title=f"{data.name} — {regime}: patches of the first AL query (seed {seeds[0]}), centre slices")
             summary = {"domain": DOMAIN, "setting": f"{ds_key}/{regime}", "dataset": data.name, "regime": regime,
                        "backend": r["backend"], "query": qs.to_dict(), "plan": plan.to_dict(),
-                       "preset": asdict(r["preset"]), "full_data_dice": y_full, "rows": rows,
+                       "preset": r["preset"].to_dict(), "full_data_dice": y_full, "rows": rows,
                        "fg_eff": {m: asdict(f) for m, f in fg.items()},
                        "ppm": {"methods": ppm.methods, "wins": ppm.wins.tolist(), "max_value": ppm.max_value}}
             atomic_write_text(setting_dir / "summary.json", json.dumps(summary, indent=1, default=float) + "\n")

@@ -65,6 +65,14 @@ class Preset:
     # weights, training-patch stream), an ensemble that lowers the variance without halving the data
     ensemble_split: str = "cv"
 
+    def to_dict(self) -> dict:
+        """The preset as run configs and full-data keys record it; ``ensemble_split`` only when it is not
+        the thesis' ``cv`` (configs written before the field existed stay resumable, their keys unchanged)."""
+        d = asdict(self)
+        if d["ensemble_split"] == "cv":
+            del d["ensemble_split"]
+        return d
+
 
 PRESETS = {
     # thesis scale: nnU-Net 3d_fullres, 5-fold ensemble, 200 epochs x 250 iterations, batch 2

@@ -74,3 +74,12 @@ def test_seed_spread_benchmark_reproduces_a_recorded_loop(tmp_path, capsys):
     rows = [json.loads(line) for line in open(log)]
     assert [r["train_seed"] for r in rows] == ["run", "1"] and rows[0]["n_patches"] == 8
     assert rows[0]["mean_dice"] == recorded[1]
+
+
+def test_the_split_is_recorded_only_when_it_is_not_the_thesis_cv():
+    """Configs and full-data keys written before the field existed stay valid (resumable, same key)."""
+    from dataclasses import asdict
+    lap = PRESETS["laptop"]
+    assert "ensemble_split" not in lap.to_dict()
+    assert lap.to_dict() == {k: v for k, v in asdict(lap).items() if k != "ensemble_split"}
+    assert replace(lap, ensemble=2, ensemble_split="seeds").to_dict()["ensemble_split"] == "seeds"
