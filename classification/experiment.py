@@ -241,12 +241,11 @@ class ClassificationRun:
         return replace(self.cfg, **self.hp["params"])
 
     def train(self, pool: Pool, cycle: int):
-        s = self.p.splits
         cfg = self.cycle_config(pool, cycle)
         if cycle == 0 and self.round0 is not None:
             net, self.last_fit = load_round0(self.round0, self.p, pool.labelled, cfg, self.device, self.pretrained)
             return net
-        key = (s.name, self.p.regime.name, self.p.seed, tuple(sorted(pool.labelled.tolist())), repr(cfg))
+        key = round0_key(self.p, pool.labelled, cfg)
         if cycle == 0 and key in self.cache:
             net, self.last_fit = self.cache[key]
             return net
@@ -316,8 +315,8 @@ def start_pool(prep: Prepared, fresh: bool = True) -> Pool:
 
 
 def round0_key(prep: Prepared, labelled, cfg: TrainConfig) -> str:
-    """What defines a round-0 model (as ``ClassificationRun``'s cache key): data, regime, seed, the
-    labelled ids and the training config."""
+    """What defines a round-0 model — the key of a saved :func:`train_round0` model and of
+    ``ClassificationRun``'s in-process cache: data, regime, seed, the labelled ids and the training config."""
     blob = repr((prep.splits.name, prep.regime.name, prep.seed, tuple(sorted(np.asarray(labelled).tolist())),
                  repr(cfg)))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
