@@ -371,7 +371,9 @@ def _resolve(args) -> dict:
                       args.patch_size is not None)
     backend = args.backend or preset.backend
     if backend == "nnunet" and preset.ensemble_split == "seeds":
-        raise UserError("--ensemble-split seeds needs --backend monai (nnU-Net trains its own cross-validation folds)")
+        if args.ensemble_split == "seeds":
+            raise UserError("--ensemble-split seeds needs --backend monai (nnU-Net trains its own cross-validation folds)")
+        preset = replace(preset, ensemble_split="cv")   # a preset's seed ensemble: nnU-Net's own K folds instead
     if backend == "nnunet":
         from segmentation.nnunet import require
         require()

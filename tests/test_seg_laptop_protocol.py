@@ -79,7 +79,28 @@ def test_seed_spread_benchmark_reproduces_a_recorded_loop(tmp_path, capsys):
 def test_the_split_is_recorded_only_when_it_is_not_the_thesis_cv():
     """Configs and full-data keys written before the field existed stay valid (resumable, same key)."""
     from dataclasses import asdict
+    cv = replace(PRESETS["laptop"], ensemble_split="cv")
+    assert "ensemble_split" not in cv.to_dict() and "ensemble_split" not in PRESETS["thesis"].to_dict()
+    assert cv.to_dict() == {k: v for k, v in asdict(cv).items() if k != "ensemble_split"}
+    assert PRESETS["laptop"].to_dict()["ensemble_split"] == "seeds"
+
+
+def test_the_laptop_preset_is_a_two_model_seed_ensemble_and_nnunet_keeps_its_folds(tmp_path, capsys):
+    """The laptop preset trains two models on all annotated images (its measured 5-loop brain curves);
+    with --backend nnunet, which trains its own folds, the preset's split becomes nnU-Net's 2 folds
+    instead of a refusal (only an explicit --ensemble-split seeds is refused there)."""
+    import json
+    from tests.test_seg_followups import _cli
     lap = PRESETS["laptop"]
-    assert "ensemble_split" not in lap.to_dict()
-    assert lap.to_dict() == {k: v for k, v in asdict(lap).items() if k != "ensemble_split"}
-    assert replace(lap, ensemble=2, ensemble_split="seeds").to_dict()["ensemble_split"] == "seeds"
+    assert (lap.ensemble, lap.ensemble_split, lap.iterations) == (2, "seeds", 800)
+    base = ["--preset", "laptop", "--dataset", "phantoms", "--method", "random", "--out", str(tmp_path / "o"),
+            "--dry-run"]
+    code, out, err = _cli(capsys, base)
+    assert code == 0, err
+    cfg = json.loads(out)
+    assert cfg["preset"]["ensemble"] == 2 and cfg["preset"]["ensemble_split"] == "seeds"
+    code, out, err = _cli(capsys, base + ["--backend", "nnunet"])
+    assert code == 0, err
+    cfg = json.loads(out)
+    assert cfg["backend"] == "nnunet" and cfg["preset"]["ensemble"] == 2 and "ensemble_split" not in cfg["preset"]
+    assert not (tmp_path / "o").exists()
