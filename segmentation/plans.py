@@ -95,11 +95,13 @@ PRESETS = {
     # 0.422 0.443 / 0.370 0.398 0.396 0.395 0.452); fold models would each see half of the few annotated
     # images.  With this preset (default schedule capped to 15 + 4 × 15 patches, train_seed "run"):
     #   ClaSP PE  seed 0: 0.331 0.431 0.480 0.520 0.542   seed 1: 0.394 0.446 0.473 0.492 0.514
+    #             seed 2: 0.355 0.348 0.379 0.471 0.496   3-seed mean: 0.360 0.408 0.444 0.494 0.517
     #   Random 33 % FG    0.331 0.375 0.374 0.426 0.434           0.394 0.467 0.521 0.515 0.531
-    # — ClaSP PE rises every loop on both seeds, the 2-seed means of both methods rise every loop
-    # (Random 0.362 0.421 0.447 0.471 0.482, ClaSP PE 0.362 0.439 0.477 0.506 0.528); Random's single
-    # seeds stay flat once (−0.001, −0.006), now far inside the spread.  Cost: twice the one-model CPU,
-    # ~230–360 s per loop on one core (a 5-loop, 2-method seed ≈ 45 CPU-min).  BALD runs as is (2 models).
+    #                     0.355 0.375 0.348 0.392 0.389                0.360 0.406 0.414 0.444 0.451
+    # — both methods' seed means rise every loop; single seeds still dip now and then (Random 4 of 12
+    # steps, −0.001 to −0.027; ClaSP PE 1 of 12), so methods are compared over seeds.  Full-data
+    # reference (2 models, all images annotated): 0.514.  Cost: twice the one-model CPU, ~230–400 s per
+    # loop on one core (a (method, seed) job ≈ 23–27 CPU-min).  BALD runs as is (2 models).
     "laptop": Preset("laptop", ensemble=2, iterations=800, batch_size=2, patch_voxels=32 ** 3,
                      base_filters=16, max_filters=64, max_pools=3, deep_supervision=False, amp=True,
                      tta_test=False, lr=1e-3, optimizer="adamw", sw_batch=4, phantom_n=24, phantom_size=48, seeds=1,
