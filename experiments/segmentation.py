@@ -16,9 +16,12 @@ window means of voxel uncertainty, picked greedily without overlap.  Outputs, un
 OUT/segmentation/DATASET/REGIME/: one run directory per method and seed (resumable with --resume),
 curves.png (mean Dice vs. annotated patches), table.md/.csv (AUBC, Final Dice, FG-Eff), ppm.png,
 queries.png (centre slices of the first AL query of every method) and summary.json; the full-data
-reference of a dataset lives in OUT/segmentation/DATASET/full_data/.  The runs and the reference are
-study jobs (core.study): --executor ray --workers N or --executor slurm runs them in parallel with
-the same numbers; finished jobs are never recomputed.
+reference of a dataset lives in OUT/segmentation/DATASET/full_data/.  The cycle-0 ensemble (the
+starting budget depends on the seed only, so every method of a seed trains the same one) is trained
+once per seed by a shared stage, OUT/segmentation/DATASET/REGIME/round0-KEY/seed<k>/, and loaded by
+every method's run (monai backend; --backend nnunet runs train their own cycle 0).  The runs, the
+cycle-0 stages and the reference are study jobs (core.study): --executor ray --workers N or
+--executor slurm runs them in parallel with the same numbers; finished jobs are never recomputed.
 
 ``--dataset phantoms`` (default) generates seeded multi-class phantoms in MSD layout under
 --data-dir on first use and reads them through the same loader as a downloaded dataset.
@@ -439,8 +442,56 @@ def full_data_job(ctx: dict, run) -> dict:
     return {"mean_dice": res["mean_dice"]}
 
 
+# The cycle-0 ensemble of a seed — its starting budget depends on the seed only, and cycle 0 trains on it
+# seeded by (seed, cycle 0) / (seed,) whatever the method — is one shared job per (setting, seed)
+# (``<prefix>/round0-<key>/seed<k>``, the key hashing everything its training depends on, so runs of
+# another preset in the same folder get their own) that the runs of every method load at cycle 0,
+# under any executor.  Only the monai backend: nnU-Net keeps its models, plans and preprocessed
+# partial labels in each run's own folder and updates them loop by loop, so every nnunet run trains
+# its own cycle 0 as before.  A run that has cycle 0 committed (also one from before this stage)
+# loads nothing and gets no dependency; a seed whose runs all have it gets no round-0 job at all.
+SHARE_ROUND0 = True   # tests: False declares the jobs as before the stage (each run trains its cycle 0)
+
+
+def round0_config(data, qs, preset, plan, backend: str, overlap: float, split_seed: int, seed: int) -> dict:
+    """The round-0 job's config: everything its cycle-0 ensemble depends on (the thread count is checked
+    when a run loads it, see segmentation.experiment.round0_key)."""
+    from core.seeds import SEEDING
+    return {"data_key": data.data_key, "mirror": data.mirror, "preset": preset.to_dict(), "query": qs.to_dict(),
+            "plan": plan.to_dict(), "backend": backend, "overlap": overlap, "split_seed": split_seed,
+            "seeding": SEEDING, "seed": seed}
+
+
+def round0_name(prefix: str, config: dict) -> str:
+    """``<prefix>/round0-<key>/seed<k>``: the key hashes the config without the seed (one folder per training
+    setting, the seeds below it)."""
+    from core.study import content_key
+    key = content_key("round0", {k: v for k, v in config.items() if k != "seed"}, ())[:8]
+    return f"{prefix}/round0-{key}/seed{config['seed']}"
+
+
+def _has_cycle0(run_dir: Path) -> bool:
+    """Has this run committed cycle 0 (then it never trains or loads a cycle-0 model again)?"""
+    try:
+        return bool(json.loads((run_dir / "state.json").read_text())["records"])
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return False   # not started, or damaged: the run job says what is wrong
+
+
+def round0_job(ctx: dict, run) -> dict:
+    """Shared stage: the cycle-0 ensemble of one seed on its starting budget, trained once (exactly as a
+    run's ``SegmentationDomain.train(pool, 0)``) and saved for every method's run."""
+    from segmentation.experiment import SegmentationDomain, train_round0
+    cfg = run.config
+    domain = SegmentationDomain(_data(ctx), ctx["qs"], ctx["preset"], ctx["plan"], seed=int(cfg["seed"]),
+                                device=ctx["device"], overlap=cfg["overlap"], backend=cfg["backend"])
+    meta = train_round0(domain, domain.initial_pool([]), run.dir)
+    return {"patches": meta["budget"], "train_s": meta["train_s"]}
+
+
 def run_job(ctx: dict, run) -> dict:
-    """One (method, seed) AL run on ``core.loop`` / ``core.store``, resumable from its last committed loop."""
+    """One (method, seed) AL run on ``core.loop`` / ``core.store``, resumable from its last committed loop;
+    cycle 0 comes from the seed's round-0 job where the run depends on it."""
     from core import query
     from core.loop import ActiveLearningLoop
     from core.store import RunStore
@@ -451,8 +502,10 @@ def run_job(ctx: dict, run) -> dict:
     if cfg.get("queries_from"):
         source = Path(cfg["queries_from"])
         qm = query.replay(qm, _source_queries(source, data, qs, seed), str(source))
+    r0 = ctx.get("round0", {}).get(seed)
     domain = SegmentationDomain(data, qs, ctx["preset"], ctx["plan"], seed=seed, device=ctx["device"],
-                                overlap=cfg["overlap"], method=qm, backend=cfg["backend"], work_dir=run.dir / "nnunet")
+                                overlap=cfg["overlap"], method=qm, backend=cfg["backend"], work_dir=run.dir / "nnunet",
+                                round0=run.deps[r0] if r0 in run.deps else None)
     pool = domain.initial_pool([])
     schedule = cfg.get("beta_schedule", "exponential")
     import torch
@@ -505,6 +558,12 @@ class SegmentationStudyDomain:
                     config["queries_from"] = str(Path(args.queries_from) / r["run_name"][m].removesuffix("_precomputed")
                                                  / f"seed{seed}")
                 self.configs[(m, seed)] = config
+        self.round0 = {}   # seed -> its round-0 job (monai backend)
+        if SHARE_ROUND0 and r["backend"] == "monai":
+            for seed in r["seeds"]:
+                cfg = round0_config(data, qs, r["preset"], plan, r["backend"], args.overlap, args.split_seed, seed)
+                self.round0[seed] = (round0_name(self.prefix, cfg), cfg)
+        self.ctx["round0"] = {seed: name for seed, (name, _) in self.round0.items()}
         self.full_name = None
         if not args.no_full_data:
             key = _full_data_key(data, r["preset"], plan, r["backend"])
@@ -531,10 +590,24 @@ class SegmentationStudyDomain:
                            {"data_key": self.data.data_key, "preset": preset.to_dict(), "plan": self.plan.to_dict(),
                             "backend": self.r["backend"]},
                            label=f"{self.ds_key} full-data reference", outputs=(f"../{self.full_name.rsplit('/', 1)[1]}.json",)))
+        from core.study import JOB_DIR
+        from segmentation.experiment import ROUND0_META, ROUND0_WEIGHTS
         for seed in self.r["seeds"]:
+            # runs still to train cycle 0 depend on the seed's round-0 job (ordering only: it stays out of
+            # their key, so runs made before the stage keep their key and resume as they are)
+            need = [m for m in self.r["methods"] if not _has_cycle0(self.root / self.run_name(m, seed))]
+            r0: tuple = ()
+            if seed in self.round0:
+                name, cfg = self.round0[seed]
+                if need or (self.root / name / JOB_DIR / "done.json").exists():
+                    out.append(Job(name, "round0", round0_job, cfg, shared=True,
+                                   label=f"{self.ds_key}/{self.args.regime} round 0 seed{seed}",
+                                   outputs=(ROUND0_WEIGHTS, ROUND0_META)))
+                    r0 = (name,)
             for m in self.r["methods"]:
-                out.append(Job(self.run_name(m, seed), "run", run_job, self.configs[(m, seed)],
-                               units=self.qs.loops, metric="mean_dice", metric_label="Dice",
+                deps = r0 if m in need else ()
+                out.append(Job(self.run_name(m, seed), "run", run_job, self.configs[(m, seed)], deps=deps,
+                               unkeyed=deps, units=self.qs.loops, metric="mean_dice", metric_label="Dice",
                                label=f"{self.ds_key}/{self.args.regime}/{self.r['run_name'][m]} seed{seed}",
                                outputs=("DONE",)))
         return out

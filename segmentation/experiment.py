@@ -6,16 +6,25 @@ seed): ``train`` (K-fold DynUNet ensemble from scratch on the partially annotate
 grids from ensemble sliding-window inference over all train+pool images — exactly the ``grid:…``
 kinds the query method ``needs``, all from one inference pass per image).  The pool is a
 :class:`~segmentation.patches.PatchPool`; the starting budget (cycle 0) is drawn from the
-experiment seed, so every method of a seed starts from the same patches.
+experiment seed, so every method of a seed starts from the same patches — and, as cycle 0's
+training depends on the seed and those patches only, trains the same cycle-0 ensemble:
+:func:`train_round0` trains and saves it once, :func:`load_round0` gives it back to every method
+(``SegmentationDomain(round0=...)``; monai backend).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from core import seeds
+from core.errors import UserError
 from core.query import Evidence, QueryMethod
 
 from .augment import AugmentedRegionSampler
@@ -24,7 +33,19 @@ from .patches import PatchPool, box_mean
 from .plans import NetworkPlan, Preset, QuerySetting
 from .query import QueryEnv, voxel_maps
 from .start import starting_budget
-from .training import Ensemble, RegionSampler, cv_folds, train_model
+from .training import Ensemble, RegionSampler, cv_folds, make_network, train_model
+
+FIT_LOG_ENV = "REALISTIC_AL_FIT_LOG"
+
+
+def _log_fit(key: tuple, n_images: int) -> None:
+    """Tests and measurements: ``REALISTIC_AL_FIT_LOG=<file>`` appends one line per ensemble training
+    (the key's seed and cycle, annotated images, pid) from whichever process trains (study workers
+    inherit the variable)."""
+    path = os.environ.get(FIT_LOG_ENV)
+    if path:
+        with open(path, "a") as f:
+            f.write("\t".join(str(int(k)) for k in key[:2]) + f"\t{int(n_images)}\t{os.getpid()}\n")
 
 
 def dice_per_class(pred: np.ndarray, gt: np.ndarray, n_classes: int) -> np.ndarray:
@@ -66,8 +87,13 @@ class Hooks:
 class SegmentationDomain:
     def __init__(self, data: Prepared, qs: QuerySetting, preset: Preset, plan: NetworkPlan, *, seed: int,
                  device: str = "cpu", overlap: float = 0.0, method: QueryMethod | None = None,
-                 hooks: Hooks | None = None, backend: str = "monai", work_dir=None):
+                 hooks: Hooks | None = None, backend: str = "monai", work_dir=None, round0=None):
+        """``round0``: the folder of a :func:`train_round0` model of this seed, loaded at cycle 0
+        instead of training (monai backend)."""
         self.data, self.qs, self.preset, self.plan = data, qs, preset, plan
+        if round0 is not None and backend != "monai":
+            raise ValueError("a saved cycle-0 model is for the monai backend only")
+        self.round0 = None if round0 is None else Path(round0)
         self.backend, self.work_dir, self._nnunet = backend, work_dir, None
         if backend not in ("monai", "nnunet"):
             raise ValueError(f"unknown backend {backend!r}")
@@ -118,6 +144,7 @@ class SegmentationDomain:
         ``key``) the models' initial weights and training-patch streams (monai backend)."""
         init_key = key if init_key is None else init_key
         images = sorted(labels)
+        _log_fit(key, len(images))
         classes_of = {j: set(np.unique(labels[j]).tolist()) - {self.ignore} for j in images}
         K = self.preset.ensemble
         if self.preset.ensemble_split == "seeds" and self.backend == "monai":
@@ -156,6 +183,8 @@ class SegmentationDomain:
         return model
 
     def train(self, pool: PatchPool, cycle: int) -> Ensemble:
+        if cycle == 0 and self.round0 is not None:
+            return load_round0(self.round0, self, pool)
         key = (self.seed, int(cycle))
         return self.fit(self._partial_labels(pool), key,
                         init_key=(self.seed,) if self.preset.train_seed == "run" else key)
@@ -226,3 +255,83 @@ class SegmentationDomain:
             return cache[kind]
         providers = {"env": lambda: env, **{k: (lambda k=k: grid(k)) for k in grids}}
         return Evidence(providers=providers, candidates=pool.unlabelled)
+
+
+# ---------------------------------------------------------------------------- the shared cycle-0 model
+ROUND0_WEIGHTS, ROUND0_META = "models.pt", "round0.json"
+
+
+def _threads() -> int:
+    import torch
+    return torch.get_num_threads()
+
+
+def round0_key(domain: SegmentationDomain, labelled, threads: int | None = None) -> str:
+    """What defines a cycle-0 ensemble: the data, preset, network plan, query setting (the patch
+    geometry the ids refer to), backend, seed, seeding scheme, the labelled patch ids, the device and
+    the thread count (the same seed and threads give the same numbers; other counts may not)."""
+    blob = {"data_key": domain.data.data_key, "mirror": domain.data.mirror, "preset": domain.preset.to_dict(),
+            "plan": domain.plan.to_dict(), "query": domain.qs.to_dict(), "backend": domain.backend,
+            "seed": domain.seed, "seeding": seeds.SEEDING, "labelled": sorted(int(i) for i in labelled),
+            "device": str(domain.device).split(":")[0], "threads": _threads() if threads is None else int(threads)}
+    text = json.dumps(blob, sort_keys=True, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def train_round0(domain: SegmentationDomain, pool: PatchPool, out_dir) -> dict:
+    """Train the cycle-0 ensemble of ``domain`` on ``pool`` (its starting budget) exactly as a run's
+    cycle 0 does (``domain.train(pool, 0)``) and save it into ``out_dir``: the models' state dicts
+    (``models.pt``, tensors only) and ``round0.json`` (its key, the folds and the fit summary), each
+    written atomically.  Every method of the seed loads it (:func:`load_round0`) instead of
+    retraining.  Monai backend only (nnU-Net's models live in each run's own folders)."""
+    import torch
+    from core.store import atomic_write, atomic_write_json
+    if domain.backend != "monai":
+        raise ValueError("train_round0 saves monai ensembles only")
+    if domain.round0 is not None:
+        raise ValueError("train_round0 trains the model a round0 folder would supply")
+    labelled = pool.labelled
+    t0 = time.perf_counter()
+    ens = domain.train(pool, 0)
+    train_s = time.perf_counter() - t0
+    states = [{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in ens.models]
+    out_dir = Path(out_dir)
+    atomic_write(out_dir / ROUND0_WEIGHTS, lambda f: torch.save(states, f), binary=True)
+    meta = {"key": round0_key(domain, labelled), "seed": domain.seed, "budget": int(pool.n_labelled),
+            "labelled": sorted(int(i) for i in labelled), "folds": [[int(i) for i in f] for f in ens.folds],
+            "n_models": len(ens.models), "iterations": int(domain.preset.iterations), "train_s": train_s,
+            "threads": _threads(), "device": str(domain.device), "backend": domain.backend}
+    atomic_write_json(out_dir / ROUND0_META, meta)
+    return meta
+
+
+def load_round0(path, domain: SegmentationDomain, pool: PatchPool) -> Ensemble:
+    """The cycle-0 ensemble saved by :func:`train_round0` in ``path``: the plan's untrained DynUNets
+    with the saved tensors loaded (``weights_only``), in eval mode, with the saved folds — the same
+    weights, so the same evaluation and queries as the ensemble trained in this process.  A model of
+    another configuration (data, preset, seed, labelled patches, threads, ...) or a missing / damaged
+    file is one line telling the user to delete the folder."""
+    import torch
+    path = Path(path)
+    try:
+        meta = json.loads((path / ROUND0_META).read_text())
+        states = torch.load(path / ROUND0_WEIGHTS, map_location="cpu", weights_only=True)
+        folds = [[int(i) for i in f] for f in meta["folds"]]
+        if not isinstance(states, list) or len(states) != int(meta["n_models"]) or not states:
+            raise ValueError("model count")
+    except Exception as e:  # noqa: BLE001 — missing, damaged or foreign files
+        raise UserError(f"the cycle-0 model in {path} is missing or damaged ({e.__class__.__name__}); "
+                        "delete that folder and rerun with --resume") from None
+    if meta.get("key") != round0_key(domain, pool.labelled):
+        raise UserError(f"the cycle-0 model in {path} was trained with another configuration (data, preset, seed, "
+                        "starting patches, device or --threads); delete that folder and rerun with --resume")
+    models = []
+    for state in states:
+        net = make_network(domain.plan, domain.data.n_channels, domain.n_classes + 1, domain.preset.deep_supervision)
+        try:
+            net.load_state_dict(state)
+        except (RuntimeError, KeyError, TypeError) as e:
+            raise UserError(f"the cycle-0 model in {path} does not fit this network ({e.__class__.__name__}); "
+                            "delete that folder and rerun with --resume") from None
+        models.append(net.to(domain.device).eval())
+    return Ensemble(models, domain.plan, domain.device, domain.preset.amp, domain.preset.sw_batch, folds)
