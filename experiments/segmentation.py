@@ -456,10 +456,8 @@ SHARE_ROUND0 = True   # tests: False declares the jobs as before the stage (each
 def round0_config(data, qs, preset, plan, backend: str, overlap: float, split_seed: int, seed: int) -> dict:
     """The round-0 job's config: everything its cycle-0 ensemble depends on (the thread count is checked
     when a run loads it, see segmentation.experiment.round0_key)."""
-    from core.seeds import SEEDING
-    return {"data_key": data.data_key, "mirror": data.mirror, "preset": preset.to_dict(), "query": qs.to_dict(),
-            "plan": plan.to_dict(), "backend": backend, "overlap": overlap, "split_seed": split_seed,
-            "seeding": SEEDING, "seed": seed}
+    from segmentation.experiment import cycle0_training
+    return {**cycle0_training(data, qs, preset, plan, backend, seed), "overlap": overlap, "split_seed": split_seed}
 
 
 def round0_name(prefix: str, config: dict) -> str:

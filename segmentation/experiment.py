@@ -266,14 +266,21 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
+def cycle0_training(data: Prepared, qs: QuerySetting, preset: Preset, plan: NetworkPlan, backend: str,
+                    seed: int) -> dict:
+    """What a seed's cycle-0 training is made of besides its starting patches and the machine: the data,
+    preset, network plan, query setting (the patch geometry the ids refer to), backend, seed and seeding
+    scheme — one definition for :func:`round0_key` and the round-0 job's config (experiments.segmentation)."""
+    return {"data_key": data.data_key, "mirror": data.mirror, "preset": preset.to_dict(), "plan": plan.to_dict(),
+            "query": qs.to_dict(), "backend": backend, "seed": seed, "seeding": seeds.SEEDING}
+
+
 def round0_key(domain: SegmentationDomain, labelled, threads: int | None = None) -> str:
-    """What defines a cycle-0 ensemble: the data, preset, network plan, query setting (the patch
-    geometry the ids refer to), backend, seed, seeding scheme, the labelled patch ids, the device and
-    the thread count (the same seed and threads give the same numbers; other counts may not)."""
-    blob = {"data_key": domain.data.data_key, "mirror": domain.data.mirror, "preset": domain.preset.to_dict(),
-            "plan": domain.plan.to_dict(), "query": domain.qs.to_dict(), "backend": domain.backend,
-            "seed": domain.seed, "seeding": seeds.SEEDING, "labelled": sorted(int(i) for i in labelled),
-            "device": str(domain.device).split(":")[0], "threads": _threads() if threads is None else int(threads)}
+    """What defines a cycle-0 ensemble: its training (:func:`cycle0_training`), the labelled patch ids,
+    the device and the thread count (the same seed and threads give the same numbers; other counts may not)."""
+    blob = {**cycle0_training(domain.data, domain.qs, domain.preset, domain.plan, domain.backend, domain.seed),
+            "labelled": sorted(int(i) for i in labelled), "device": str(domain.device).split(":")[0],
+            "threads": _threads() if threads is None else int(threads)}
     text = json.dumps(blob, sort_keys=True, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
